@@ -1,0 +1,724 @@
+"""The gateway's configuration file, ``pgwarden.yaml``, as strict typed models.
+
+:class:`GatewayConfig` is the whole file: ``version``, ``targets`` (the databases
+behind the gateway), ``identity`` (how tokens are verified) and the policy keys
+``rules`` and ``masking``, whose models live in :mod:`pgwarden.policy.language`
+and are embedded here unchanged; :attr:`GatewayConfig.policy` hands them to the
+policy core as one :class:`~pgwarden.policy.language.PolicyDocument`, so the file
+stays the single source of truth. Every model refuses unknown keys, because a
+misspelt ``deny`` must never silently widen access. :func:`parse_config` turns
+pydantic's errors into one :class:`ConfigError` listing *every* problem as
+``<key path>: <what was expected> (got <value>)``, so a user fixes the file in one
+pass. Secrets are only referenced (env var or file) and are read later by
+:mod:`pgwarden.engine.secrets`; nothing here touches the network or a key file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import json
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import ErrorDetails, ErrorType, InitErrorDetails, PydanticCustomError, core_schema
+
+from pgwarden.policy.language import MaskingPolicy, PolicyDocument, Rule, SecretRef, parse_duration_ms
+
+# -- errors -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with the file: where (a key path such as ``rules[0].target``) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. ``problems`` lists every problem found, in file order.
+
+    ``code`` is stable: ``config_invalid`` (the content is wrong), ``config_syntax`` (not
+    valid YAML) or ``config_unreadable`` (the file could not be read).
+    """
+
+    def __init__(self, source: str, problems: list[ConfigProblem], code: str = "config_invalid") -> None:
+        self.source = source
+        self.problems = problems
+        self.code = code
+        count = f"{len(problems)} problem" + ("" if len(problems) == 1 else "s")
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{source}: {count}:\n{lines}")
+
+
+def _fail(expected: str, got: str) -> PydanticCustomError:
+    # The message is already in the house format; _problem() passes it through untouched.
+    return PydanticCustomError("pgwarden", "{detail}", {"detail": f"{expected} (got {got})"})
+
+
+_BUILTIN_ERROR_TYPES = frozenset(typing.get_args(ErrorType))
+
+
+def _as_details(error: ErrorDetails) -> InitErrorDetails:
+    # Re-raising needs error types pydantic knows; ours ("pgwarden") are rebuilt as custom errors.
+    if error["type"] in _BUILTIN_ERROR_TYPES:
+        return error  # type: ignore[return-value]
+    kind = PydanticCustomError(error["type"], "{detail}", {"detail": error["msg"]})
+    return InitErrorDetails(type=kind, loc=error["loc"], input=error["input"])
+
+
+# A problem found on raw input by a model's own check: where (relative to the model) and what.
+_Issue = tuple[tuple[int | str, ...], str]
+
+
+def _validate_with_issues(
+    cls: type[BaseModel], data: Any, handler: ModelWrapValidatorHandler[Any], issues: list[_Issue]
+) -> Any:
+    """Run field validation and report ``issues`` alongside its errors, not instead of them.
+
+    An ``after`` model validator runs only once every field is valid, so a user fixing the
+    file would meet these problems one round later; checking the raw input here lets
+    ``pgwarden config check`` list them all at once.
+    """
+    extra = [
+        InitErrorDetails(type=PydanticCustomError("pgwarden", "{detail}", {"detail": message}), loc=loc, input=data)
+        for loc, message in issues
+    ]
+    try:
+        model = handler(data)
+    except ValidationError as exc:
+        raise ValidationError.from_exception_data(cls.__name__, [*map(_as_details, exc.errors()), *extra]) from None
+    if extra:
+        raise ValidationError.from_exception_data(cls.__name__, extra)
+    return model
+
+
+# -- value types ------------------------------------------------------------------------------------
+
+_DURATION_JSON = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|min|m|h)?\s*$"},
+    ],
+    "description": "a duration: a number of milliseconds, or a string such as '500ms', '30s', '5min', '1h'",
+}
+
+
+def _duration(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _fail("expected a duration such as '500ms', '30s', '5min' or a number of milliseconds",
+                    _show(value))
+    try:
+        return parse_duration_ms(value)
+    except ValueError:
+        raise _fail("expected a duration such as '500ms', '30s', '5min' or a number of milliseconds",
+                    _show(value)) from None
+
+
+DurationMs = Annotated[int, BeforeValidator(_duration), Field(ge=0), WithJsonSchema(_DURATION_JSON)]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def _target_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise _fail("expected a target name of letters, digits, '_' or '-', starting with a letter or '_'",
+                    _show(name))
+    return name
+
+
+TargetName = Annotated[str, AfterValidator(_target_name)]
+
+
+def _one_or_many(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+Audience = Annotated[
+    list[Annotated[str, Field(min_length=1)]],
+    BeforeValidator(_one_or_many),
+    Field(min_length=1),
+    WithJsonSchema({
+        "anyOf": [{"type": "string", "minLength": 1},
+                  {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}],
+        "description": "the audience a token must carry (one of them, when several are given)",
+    }),
+]
+
+SUPPORTED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
+def _algorithm(value: str) -> str:
+    if value.lower() == "none":
+        raise _fail("expected a signature algorithm; 'none' means unsigned tokens, which anyone can forge",
+                    _show(value))
+    if value.upper().startswith("HS"):
+        raise _fail(
+            "expected an asymmetric algorithm (RS*, PS*, ES*, EdDSA); HMAC algorithms are refused because "
+            "verifying HMAC with a published key is the classic key-confusion attack: anyone holding the "
+            "public key could mint tokens",
+            _show(value),
+        )
+    if value not in SUPPORTED_ALGORITHMS:
+        raise _fail(f"expected one of {', '.join(SUPPORTED_ALGORITHMS)}", _show(value))
+    return value
+
+
+Algorithm = Annotated[str, AfterValidator(_algorithm), WithJsonSchema({"enum": list(SUPPORTED_ALGORITHMS)})]
+
+
+def _schema_name(value: str) -> str:
+    if not value:
+        raise _fail("expected a schema name", "an empty string")
+    if value.startswith("$") or value.lower().startswith("pg_temp"):
+        raise _fail(
+            "expected a plain schema name; '$user' and pg_temp are refused because the gateway resolves "
+            "table names itself and must know exactly which schema a name means",
+            _show(value),
+        )
+    return value
+
+
+SchemaName = Annotated[str, AfterValidator(_schema_name)]
+
+
+# -- models -----------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _redact_dsn(dsn: str) -> str:
+    dsn = re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", dsn)
+    dsn = re.sub(r"([?&]password=)[^&#]*", r"\1***", dsn, flags=re.IGNORECASE)
+    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
+
+
+def _dsn(value: str) -> str:
+    # libpq's own parser (through psycopg) decides what the string means, so a URI and a
+    # key=value string are judged exactly as the connection will later read them.
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(value)
+    except ProgrammingError:
+        # libpq's message may quote parts of the string, which could be a password: leave it out.
+        raise _fail(
+            "expected a libpq connection string: a URI such as 'postgresql://user@host:5432/db' or "
+            "key=value pairs such as 'host=localhost dbname=app user=pgwarden'",
+            "a string libpq cannot parse",
+        ) from None
+    if params.get("password"):
+        raise _fail(
+            "expected a DSN without a password; move the password out of the file and reference it with "
+            "'password: {env: VARIABLE}' or 'password: {file: path}' on this target",
+            _show(_redact_dsn(value)),
+        )
+    return value
+
+
+class Target(_Strict):
+    """A PostgreSQL database behind the gateway."""
+
+    dsn: Annotated[str, AfterValidator(_dsn)] = Field(
+        description="libpq connection URI or key=value string, without a password"
+    )
+    password: SecretRef | None = Field(
+        default=None, description="where the upstream password comes from: {env: NAME} or {file: path}"
+    )
+    search_path: list[SchemaName] = Field(
+        default_factory=lambda: ["public"],
+        min_length=1,
+        description="schemas pinned as search_path upstream; unqualified names resolve against these",
+    )
+    connect_timeout: DurationMs = Field(default=10_000, description="how long to wait for a connection upstream")
+    description: str = Field(default="", description="free text shown to agents and in the audit trail")
+
+
+class Identity(_Strict):
+    """How bearer tokens (JWT) are verified. Exactly one key source must be given."""
+
+    issuer: str = Field(min_length=1, description="expected 'iss' claim, exactly")
+    audience: Audience = Field(description="expected 'aud' claim: a string or a list (any one must match)")
+    jwks_url: str | None = Field(
+        default=None, description="HTTPS URL of the identity provider's JWKS (key rotation is followed)"
+    )
+    jwks_file: str | None = Field(default=None, description="path of a JWKS JSON file (re-read when it changes)")
+    public_key_file: str | None = Field(default=None, description="path of one PEM public key")
+    algorithms: list[Algorithm] = Field(
+        default_factory=lambda: ["RS256", "ES256", "EdDSA"],
+        min_length=1,
+        description="signature algorithms accepted; 'none' and HMAC (HS*) are refused",
+    )
+    groups_claim: str = Field(
+        default="groups",
+        min_length=1,
+        description="claim holding the principal's groups; a dotted path such as 'realm_access.roles' "
+        "reaches into nested objects",
+    )
+    subject_claim: str = Field(default="sub", min_length=1, description="claim naming the principal")
+    leeway: DurationMs = Field(default=30_000, description="clock skew tolerated on exp / nbf / iat")
+    jwks_cache: DurationMs = Field(default=300_000, description="how long a fetched JWKS is reused")
+    jwks_refresh_cooldown: DurationMs = Field(
+        default=30_000,
+        description="least time between two refetches caused by an unknown key id; stops a flood of "
+        "made-up key ids from hammering the identity provider",
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_key_source(cls, data: Any, handler: ModelWrapValidatorHandler[Identity]) -> Identity:
+        issues: list[_Issue] = []
+        if isinstance(data, Mapping):
+            given = [name for name in ("jwks_url", "jwks_file", "public_key_file") if data.get(name) is not None]
+            if len(given) != 1:
+                issues.append(((), "expected exactly one key source among jwks_url, jwks_file, public_key_file "
+                                   f"(got {' and '.join(given) if given else 'none'})"))
+            url = data.get("jwks_url")
+            if isinstance(url, str) and (problem := _jwks_url_problem(url)):
+                issues.append((("jwks_url",), problem))
+        return _validate_with_issues(cls, data, handler, issues)
+
+
+def _jwks_url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return None
+    if parts.scheme == "http" and host:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if loopback:
+            return None
+        return ("expected an https:// URL; plain http lets anyone on the path substitute their own keys "
+                f"(http is accepted only for localhost) (got {_show(url)})")
+    return f"expected an https:// URL (got {_show(url)})"
+
+
+class GatewayConfig(_Strict):
+    """The whole ``pgwarden.yaml``."""
+
+    version: Literal[1] = Field(description="format version of this file; must be 1")
+    targets: dict[TargetName, Target] = Field(min_length=1, description="databases behind the gateway, by name")
+    identity: Identity
+    rules: list[Rule] = Field(default_factory=list, description="access rules; the first match decides")
+    masking: MaskingPolicy = Field(default_factory=MaskingPolicy)
+
+    # Where relative paths (key files, secret files) are read from; not part of the policy hash.
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cross_field(cls, data: Any, handler: ModelWrapValidatorHandler[GatewayConfig]) -> GatewayConfig:
+        if not isinstance(data, Mapping):
+            return handler(data)
+        data = _copy_containers(data)  # pruning below mutates it; the caller's data stays untouched
+        issues = _prune_bad_rule_durations(data) + _cross_field_problems(data)
+        return _validate_with_issues(cls, data, handler, issues)
+
+    @property
+    def policy(self) -> PolicyDocument:
+        """The policy part (rules and masking) for :mod:`pgwarden.policy`."""
+        return PolicyDocument(rules=self.rules, masking=self.masking)
+
+    @property
+    def policy_version(self) -> str:
+        """sha256 (hex) of the canonical JSON of the validated configuration.
+
+        Verdict caches key on it. It hashes the whole model on every call: read it once per
+        configuration and keep it.
+        """
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def base_dir(self) -> Path | None:
+        """Folder of the file this configuration came from, or None when parsed from text."""
+        return self._base_dir
+
+    def resolve_path(self, path: str) -> Path:
+        """``path`` as given in the file, made absolute against the file's folder."""
+        p = Path(path).expanduser()
+        if p.is_absolute() or self._base_dir is None:
+            return p
+        return self._base_dir / p
+
+    def with_target_dsn(self, name: str, dsn: str, password: SecretRef | None = None) -> GatewayConfig:
+        """A copy where target ``name`` connects to ``dsn`` with ``password`` (replacing both).
+
+        The new DSN is validated like one in the file (no inline password). For tests and
+        embedded databases whose address is known only at run time.
+        """
+        if name not in self.targets:
+            raise ConfigError("with_target_dsn", [ConfigProblem(
+                f"targets.{name}", f"expected one of the defined targets {', '.join(self.targets)} (got {name!r})")])
+        data = self.model_dump(mode="json")
+        data["targets"][name]["dsn"] = dsn
+        data["targets"][name]["password"] = None if password is None else password.model_dump(mode="json")
+        copy = _validate(data, "with_target_dsn")
+        copy._base_dir = self._base_dir
+        return copy
+
+
+# -- cross-field checks -----------------------------------------------------------------------------
+
+
+def _copy_containers(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy_containers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(v) for v in value]
+    return value  # scalars, and model instances built by code, are kept as they are
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+
+def _cross_field_problems(data: Mapping[str, Any]) -> list[_Issue]:
+    """Checks spanning sections, on raw data so they run even when other keys are invalid."""
+    problems: list[_Issue] = []
+    targets = data.get("targets")
+    names = [str(n) for n in targets] if isinstance(targets, Mapping) else None
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        return problems
+    first_use: dict[str, int] = {}
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, (Mapping, Rule)):
+            continue
+        name = _get(rule, "name")
+        if isinstance(name, str):
+            if name in first_use:
+                problems.append((
+                    ("rules", i, "name"),
+                    f"expected a name no other rule uses, since names identify rules in the audit trail; "
+                    f"rules[{first_use[name]}] is already called that (got {name!r})",
+                ))
+            else:
+                first_use[name] = i
+        target = _get(rule, "target")
+        if names is not None and isinstance(target, str) and target not in names:
+            known = ", ".join(names) if names else "none are defined"
+            problems.append((
+                ("rules", i, "target"), f"expected the name of a target under 'targets' ({known}) (got {target!r})"
+            ))
+    return problems
+
+
+# language.py's duration fields call parse_duration_ms on whatever they get, which raises
+# TypeError (not a validation error) on a list or mapping and would abort validation.
+_RULE_DURATIONS = (("statement_timeout",), ("lock_timeout",), ("approval", "timeout"), ("approval", "window"))
+
+
+def _prune_bad_rule_durations(data: dict[str, Any]) -> list[_Issue]:
+    problems: list[_Issue] = []
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        return problems
+    for i, rule in enumerate(rules):
+        for keys in _RULE_DURATIONS:
+            holder: Any = rule
+            for key in keys[:-1]:
+                holder = holder.get(key) if isinstance(holder, dict) else None
+            if not isinstance(holder, dict) or keys[-1] not in holder:
+                continue
+            value = holder[keys[-1]]
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                problems.append((
+                    ("rules", i, *keys),
+                    f"expected a duration such as '500ms', '30s', '5min' or a number of milliseconds "
+                    f"(got {_show(value)})",
+                ))
+                del holder[keys[-1]]
+    return problems
+
+
+# -- turning pydantic errors into problems ----------------------------------------------------------
+
+
+def _show(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def _format_path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part == "[key]":
+            out += " (key)"
+        elif _PLAIN_KEY.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def _unwrap(tp: Any) -> Any:
+    """The model class a field annotation leads to, through Optional / Annotated."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """Keys the model at ``loc`` accepts (best effort; [] when it cannot tell)."""
+    tp: Any = GatewayConfig
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(part))
+            if field is None:
+                return []
+            tp = field.annotation
+            continue
+        origin = typing.get_origin(tp)
+        if origin is list and isinstance(part, int):
+            tp = typing.get_args(tp)[0]
+        elif origin is dict:
+            tp = typing.get_args(tp)[1]
+        else:
+            return []
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    return []
+
+
+_EXPECTED_BY_TYPE = {
+    "string_type": "expected a string",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping (key: value pairs)",
+    "model_type": "expected a mapping (key: value pairs)",
+    "model_attributes_type": "expected a mapping (key: value pairs)",
+    "none_required": "expected nothing (null)",
+}
+
+
+def _choices(expected: str) -> list[str]:
+    return re.findall(r"'([^']*)'", expected) or [expected]
+
+
+def _problem(error: Mapping[str, Any]) -> ConfigProblem:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    path = _format_path(loc)
+    got = _show(value)
+    if loc and loc[-1] == "dsn" and isinstance(value, str):
+        got = _show(_redact_dsn(value))
+
+    if kind == "pgwarden":
+        return ConfigProblem(path, error["msg"])
+    if kind == "missing":
+        return ConfigProblem(path, "expected a value: this key is required (got nothing)")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _keys_at(loc[:-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        listing = f"expected one of {', '.join(allowed)}" if allowed else "expected no such key"
+        return ConfigProblem(path, f"unknown key; {hint}{listing} (got {got})")
+    if kind in ("enum", "literal_error"):
+        choices = _choices(str(ctx.get("expected", "")))
+        expected = f"expected {choices[0]}" if len(choices) == 1 else f"expected one of {', '.join(choices)}"
+        return ConfigProblem(path, f"{expected} (got {got})")
+    if kind in ("too_short", "too_long"):
+        bound = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        noun = "item" if bound == 1 else "items"
+        side = "at least" if kind == "too_short" else "at most"
+        return ConfigProblem(path, f"expected {side} {bound} {noun} (got {got})")
+    if kind in ("string_too_short",):
+        return ConfigProblem(path, f"expected a non-empty string (got {got})")
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()), "?")
+        return ConfigProblem(path, f"expected a number {op} {bound} (got {got})")
+    if kind in _EXPECTED_BY_TYPE:
+        return ConfigProblem(path, f"{_EXPECTED_BY_TYPE[kind]} (got {got})")
+
+    message = str(error.get("msg", kind))
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    message = re.sub(r"^Input should be ", "expected ", message)
+    # Some validators already end with ", got <value>"; keep one "got", in the house format.
+    message = re.sub(r",? got .*$", "", message)
+    if isinstance(value, Mapping):
+        return ConfigProblem(path, message)
+    return ConfigProblem(path, f"{message} (got {got})")
+
+
+# -- loading ----------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: PyYAML keeps the last one silently, which could
+    turn a reviewed ``deny`` list into a different one further down the file."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line)
+        except TypeError:
+            continue  # unhashable key: construct_mapping below reports it
+        if first != key_node.start_mark.line:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark,
+                f"found duplicate key {key!r} (first given on line {first + 1})", key_node.start_mark,
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise ConfigError(source, [ConfigProblem(where, f"expected valid YAML ({what})")], "config_syntax") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [ConfigProblem("", f"expected valid YAML ({exc})")], "config_syntax") from None
+
+
+def _validate(data: Any, source: str) -> GatewayConfig:
+    if data is None:
+        raise ConfigError(source, [ConfigProblem(
+            "(top level)", "expected a mapping with version, targets, identity, rules and masking "
+                           "(got an empty document)")])
+    if not isinstance(data, dict):
+        raise ConfigError(source, [ConfigProblem(
+            "(top level)", f"expected a mapping with version, targets, identity, rules and masking "
+                           f"(got a {type(data).__name__}: {_show(data)})")])
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = sorted(exc.errors(include_url=False), key=_file_order)
+        raise ConfigError(source, [_problem(e) for e in errors]) from None
+
+
+_SECTIONS = list(GatewayConfig.model_fields)
+
+
+def _file_order(error: ErrorDetails) -> tuple[int, int]:
+    # Checks on raw data are reported after pydantic's own; put each back near its neighbours
+    # (same section, same list item) so the listing reads top to bottom. The sort is stable.
+    loc = error["loc"]
+    section = _SECTIONS.index(loc[0]) if loc and loc[0] in _SECTIONS else len(_SECTIONS)
+    item = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else -1
+    return section, item
+
+
+def parse_config(text: str, source_name: str = "<config>", *, base_dir: Path | str | None = None) -> GatewayConfig:
+    """Validate configuration ``text``; raise :class:`ConfigError` listing every problem.
+
+    ``source_name`` names the text in messages; ``base_dir`` is where relative paths in it
+    (key and secret files) are read from.
+    """
+    config = _validate(_read_yaml(text, source_name), source_name)
+    if base_dir is not None:
+        config._base_dir = Path(base_dir).resolve()
+    return config
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate the file at ``path``; relative paths inside it are relative to its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), [ConfigProblem("", "file not found; check the path")],
+                          "config_unreadable") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), [ConfigProblem("", "expected UTF-8 text")], "config_unreadable") from None
+    except OSError as exc:
+        raise ConfigError(str(path), [ConfigProblem("", f"cannot be read ({exc.strerror})")],
+                          "config_unreadable") from None
+    return parse_config(text, str(path), base_dir=path.parent)
+
+
+# -- JSON Schema ------------------------------------------------------------------------------------
+
+
+class _SchemaGenerator(GenerateJsonSchema):
+    """Describes inputs as the file may spell them: language.py's duration fields take '30s'
+    as well as integers, which the plain int schema would deny."""
+
+    def function_before_schema(self, schema: core_schema.BeforeValidatorFunctionSchema) -> JsonSchemaValue:
+        function = schema["function"]["function"]
+        code = getattr(function, "__code__", None)
+        inner = schema["schema"]
+        if code is not None and "parse_duration_ms" in code.co_names and inner.get("type") == "int":
+            return dict(_DURATION_JSON)
+        return super().function_before_schema(schema)
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON Schema of ``pgwarden.yaml`` (what ``pgwarden config schema`` prints)."""
+    schema = GatewayConfig.model_json_schema(schema_generator=_SchemaGenerator)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "pgwarden.yaml"
+    return schema
+
+
+__all__ = [
+    "SUPPORTED_ALGORITHMS", "ConfigError", "ConfigProblem", "DurationMs", "GatewayConfig", "Identity",
+    "Target", "config_json_schema", "load_config", "parse_config",
+]

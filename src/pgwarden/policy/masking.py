@@ -1,0 +1,181 @@
+"""Column masking strategies: pure functions that turn one result value into its masked form.
+
+``make_masker`` resolves a :class:`~pgwarden.policy.language.MaskStrategy` once
+(checking the key, the ``keep`` count) and returns a small closure, so the
+per-value cost on the proxy's hot path is a type check and a string operation
+or two. Values normally arrive as ``str`` (the wire protocol's text format and
+psycopg text results are strings); ``bytes`` are decoded as UTF-8 with
+``errors="replace"`` and any other object is ``str()``-ed first, so a masker
+never raises on data. SQL NULL (``None``) stays ``None`` under every
+strategy: NULL-ness is not considered sensitive, and turning it into a marker
+would make the masked output lie about the data. Design choices worth
+knowing: ``keep_last`` preserves the value's length (one ``*`` per hidden
+character, as card receipts do) and reveals at most ``keep`` *data* characters;
+``-`` and space are treated as separators that do not count towards ``keep``
+when they fall inside the revealed tail, but they are starred like everything
+else in the hidden head, so the value's grouping/word structure is not shown.
+A value with ``keep`` or fewer data characters is hidden entirely. ``hash``
+is ``"h:"`` plus the first 16 hex digits (64 bits) of HMAC-SHA256 under the
+configured key: deterministic per key so joins, ``GROUP BY`` and counts still
+work, unguessable without the key (a plain hash of a card number or an e-mail
+address is reversible by enumeration).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+
+from .language import MaskStrategy
+
+MASKED = "[masked]"
+HASH_PREFIX = "h:"
+HASH_HEX_CHARS = 16
+
+# Characters kept in place inside the revealed tail of keep_last, and not
+# counted as revealed data there. Deliberately tiny: anything else counts.
+_SEPARATORS = frozenset("- ")
+
+# A DNS-style domain with at least one dot; labels of letters, digits and
+# inner hyphens (Unicode letters allowed for IDNs). Anything else in the part
+# after the last '@' means the value is not an address we can split safely.
+_LABEL = r"[^\W_](?:[\w-]{0,61}[^\W_])?"
+_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+{_LABEL}")
+_MAX_DOMAIN = 253
+
+Masker = Callable[[str | None], str | None]
+
+
+class MaskingError(ValueError):
+    """A masker could not be built. ``code`` is stable and machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def to_text(value: object) -> str:
+    """The text a masker works on: ``str`` as is, ``bytes`` decoded leniently, others ``str()``-ed."""
+    if type(value) is str:
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
+
+
+def mask_whole(value: object) -> str | None:
+    """Mask an expression derived from a masked column: the marker for any non-NULL value."""
+    return None if value is None else MASKED
+
+
+def redact(value: object) -> str | None:
+    return None if value is None else MASKED
+
+
+def to_null(value: object) -> None:
+    return None
+
+
+def keep_last(value: object, keep: int = 4) -> str | None:
+    """Star all but the last ``keep`` data characters; see the module docstring for separators."""
+    if value is None:
+        return None
+    return _keep_last_text(to_text(value), keep)
+
+
+def _keep_last_text(text: str, keep: int) -> str:
+    n = len(text)
+    if n <= keep or keep <= 0:
+        return "*" * n
+    tail = text[n - keep:]
+    if "-" not in tail and " " not in tail:
+        # Fast path: the last `keep` characters are all data.
+        return "*" * (n - keep) + tail
+    # Walk back until `keep` data characters have been seen; separators met on
+    # the way are shown but not counted.
+    seen = 0
+    i = n
+    while i > 0:
+        i -= 1
+        if text[i] not in _SEPARATORS:
+            seen += 1
+            if seen == keep:
+                break
+    if seen < keep:
+        # Too short to reveal anything without revealing all of it.
+        return "*" * n
+    return "*" * i + text[i:]
+
+
+def email_domain(value: object) -> str | None:
+    """``"ada@example.com"`` → ``"***@example.com"``; anything not clearly ``local@domain`` → the marker."""
+    if value is None:
+        return None
+    text = to_text(value).strip()
+    local, at, domain = text.rpartition("@")
+    if not at or not local or len(domain) > _MAX_DOMAIN or not _DOMAIN.fullmatch(domain):
+        return MASKED
+    return "***@" + domain
+
+
+def _hasher(key: bytes) -> Callable[[object], str | None]:
+    # HMAC's keyed state is computed once; copying it per value is much cheaper
+    # than hmac.new(key, ...) each time.
+    base = hmac.new(key, digestmod=hashlib.sha256)
+
+    def mask(value: object) -> str | None:
+        if value is None:
+            return None
+        h = base.copy()
+        # surrogatepass: str() of odd objects may hold lone surrogates; hashing
+        # must not raise on data.
+        h.update(to_text(value).encode("utf-8", errors="surrogatepass"))
+        return HASH_PREFIX + h.hexdigest()[:HASH_HEX_CHARS]
+
+    return mask
+
+
+def make_masker(strategy: str | MaskStrategy, *, keep: int = 4, key: bytes | None = None) -> Masker:
+    """Build the masking function for one column.
+
+    ``keep`` is used by ``keep_last`` only and ``key`` by ``hash`` only; both are
+    validated here so a bad configuration fails when the policy loads, not per row.
+    """
+    try:
+        kind = MaskStrategy(strategy)
+    except ValueError:
+        valid = ", ".join(s.value for s in MaskStrategy)
+        raise MaskingError("unknown_strategy", f"unknown masking strategy {strategy!r}; expected one of {valid}") from None
+
+    if kind is MaskStrategy.REDACT:
+        return redact
+    if kind is MaskStrategy.NULL:
+        return to_null
+    if kind is MaskStrategy.EMAIL_DOMAIN:
+        return email_domain
+    if kind is MaskStrategy.KEEP_LAST:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise MaskingError("bad_keep", f"keep_last needs a non-negative integer 'keep', got {keep!r}")
+
+        def mask_keep_last(value: object) -> str | None:
+            if value is None:
+                return None
+            return _keep_last_text(value if type(value) is str else to_text(value), keep)
+
+        return mask_keep_last
+    # MaskStrategy.HASH
+    if key is None:
+        raise MaskingError("missing_key", "the 'hash' strategy needs an HMAC key")
+    if not isinstance(key, (bytes, bytearray)):
+        raise MaskingError("bad_key", f"the HMAC key must be bytes, got {type(key).__name__}")
+    if not key:
+        raise MaskingError("bad_key", "the HMAC key is empty; an empty key makes 'hash' reversible by enumeration")
+    return _hasher(bytes(key))
+
+
+__all__ = [
+    "HASH_HEX_CHARS", "HASH_PREFIX", "MASKED", "Masker", "MaskingError", "email_domain", "keep_last",
+    "make_masker", "mask_whole", "redact", "to_null", "to_text",
+]

@@ -1,0 +1,131 @@
+"""The Verdict contract: what the decision hands the engine.
+
+A verdict is ``allow``, ``deny`` or ``needs_approval`` for a whole query
+string, with the rule that decided, reasons (a stable machine ``code`` and a
+sentence an agent can act on), the mask plan of every statement's output, the
+row limit, and the settings to pin upstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .analysis import ColumnId
+
+
+class Decision(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    NEEDS_APPROVAL = "needs_approval"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: str  # stable, e.g. "table_denied"; see reasons.py
+    message: str  # what happened and what the agent may do instead
+    statement: int | None = None  # index in the query string, when it concerns one statement
+
+    def as_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message, "statement": self.statement}
+
+
+@dataclass(frozen=True, slots=True)
+class MaskAction:
+    """Mask one output column. ``strategy`` names a masking strategy; ``whole``
+    means the output is an expression over a masked column and is redacted whole."""
+
+    position: int
+    column_name: str
+    strategy: str
+    source: ColumnId
+    whole: bool = False
+    keep: int = 4
+    origin: tuple[int, int] | None = None  # (table oid, attnum) for RowDescription confirmation
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "position": self.position, "column": self.column_name, "strategy": self.strategy,
+            "source": str(self.source), "whole": self.whole,
+            **({"keep": self.keep} if self.strategy == "keep_last" and not self.whole else {}),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StatementPlan:
+    """Per statement of the query string: its tag and how to mask its output."""
+
+    index: int
+    command_tag: str
+    masks: tuple[MaskAction, ...] = ()
+    # Errors and notices raised while this statement runs may quote masked
+    # values (``card_number::int``): the engine withholds their text.
+    scrub_errors: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {"index": self.index, "command_tag": self.command_tag,
+                "masks": [m.as_dict() for m in self.masks], "scrub_errors": self.scrub_errors}
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedSettings:
+    """Session settings the engine pins upstream for this principal."""
+
+    read_only: bool
+    statement_timeout_ms: int
+    lock_timeout_ms: int
+    search_path: tuple[str, ...]
+    role: str | None
+    application_name: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "read_only": self.read_only, "statement_timeout_ms": self.statement_timeout_ms,
+            "lock_timeout_ms": self.lock_timeout_ms, "search_path": list(self.search_path),
+            "role": self.role, "application_name": self.application_name,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequirement:
+    approvers: tuple[str, ...]  # group names; "self" = the human in the agent's client
+    timeout_ms: int
+    max_window_ms: int
+    triggers: tuple[str, ...]  # which conditions asked for approval
+
+    def as_dict(self) -> dict[str, object]:
+        return {"approvers": list(self.approvers), "timeout_ms": self.timeout_ms,
+                "max_window_ms": self.max_window_ms, "triggers": list(self.triggers)}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    rule: str | None
+    reasons: tuple[Reason, ...]
+    plans: tuple[StatementPlan, ...] = ()
+    max_rows: int | None = None
+    settings: PinnedSettings | None = None
+    approval: ApprovalRequirement | None = None
+    policy_version: str = ""
+    cached: bool = field(default=False, compare=False)
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision is Decision.ALLOW
+
+    @property
+    def masked_columns(self) -> tuple[str, ...]:
+        return tuple(sorted({str(m.source) for p in self.plans for m in p.masks}))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "decision": self.decision.value,
+            "rule": self.rule,
+            "reasons": [r.as_dict() for r in self.reasons],
+            "statements": [p.as_dict() for p in self.plans],
+            "max_rows": self.max_rows,
+            "settings": self.settings.as_dict() if self.settings else None,
+            "approval": self.approval.as_dict() if self.approval else None,
+            "policy_version": self.policy_version,
+        }
