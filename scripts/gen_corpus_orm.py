@@ -24,8 +24,8 @@ End to end, run with the project venv:  .venv/bin/python scripts/gen_corpus_orm.
   ``literal_binds``, plus a live session workflow, reflection and create/drop_all through
   psycopg 3, psycopg2 and asyncpg (server log, application_name ``sqlalchemy``).
 
-Each statement is the exact text produced/sent, except Django's server-side cursor
-names, whose thread-id part is replaced by 1 so the file is deterministic.
+Each statement is the exact text produced/sent, except Django's server-side cursor and
+savepoint names, whose thread-id part is replaced by 1 so the file is deterministic.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_corpus_psql import (  # noqa: E402
+    dedupe_by_shape,
     embedded_pg,
     ensure_tmp_venv,
     server_version,
@@ -715,7 +716,7 @@ def core_statements():
     yield select(users.c.id).where(exists().where(orders.c.user_id == users.c.id))
     yield select(users).distinct(users.c.email).order_by(users.c.email, users.c.id.desc())
     yield select(orders).where(orders.c.data["kind"].astext == "gift").where(
-        orders.c.data.contains({"rush": True}))
+        orders.c.data.contains(sa.cast(sa.literal('{"rush": true}'), JSONB)))
     yield select(orders).where(orders.c.id == 7).with_for_update()
     yield select(orders).where(orders.c.status == "new").with_for_update(skip_locked=True, of=orders)
     yield select(orders).where(orders.c.id == 7).with_for_update(nowait=True, read=True)
@@ -754,8 +755,12 @@ def core_statements():
     yield select(func.count()).select_from(select(User).where(User.active).subquery())
 
 
+# paramstyle "named": a pyformat dialect would double every % in the literal SQL text
+PG = postgresql.dialect(paramstyle="named")
+
+
 def compile_literal(stmt):
-    return str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    return str(stmt.compile(dialect=PG, compile_kwargs={"literal_binds": True}))
 
 
 def session_workflow(engine):
@@ -841,11 +846,11 @@ if mode == "compile":
     for stmt in core_statements():
         out.append(compile_literal(stmt))
     for tbl in Base.metadata.sorted_tables:
-        out.append(str(sa.schema.CreateTable(tbl).compile(dialect=postgresql.dialect())).strip())
+        out.append(str(sa.schema.CreateTable(tbl).compile(dialect=PG)).strip())
         for ix in tbl.indexes:
-            out.append(str(sa.schema.CreateIndex(ix).compile(dialect=postgresql.dialect())))
+            out.append(str(sa.schema.CreateIndex(ix).compile(dialect=PG)))
     for tbl in reversed(Base.metadata.sorted_tables):
-        out.append(str(sa.schema.DropTable(tbl).compile(dialect=postgresql.dialect())).strip())
+        out.append(str(sa.schema.DropTable(tbl).compile(dialect=PG)).strip())
     json.dump(out, open(sys.argv[2], "w"))
 elif mode == "live":
     live()
@@ -860,7 +865,9 @@ def write_tree(base: Path, files: dict[str, str]) -> None:
 
 
 def run(py: Path, args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    res = subprocess.run([str(py), *args], cwd=cwd, env={**os.environ, **env}, text=True,
+    # fixed hash seed: Django builds some IN lists / TRUNCATE lists from sets
+    env = {**os.environ, "PYTHONHASHSEED": "0", **env}
+    res = subprocess.run([str(py), *args], cwd=cwd, env=env, text=True,
                          capture_output=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"{args} failed in {cwd}:\n{res.stdout}\n{res.stderr}")
@@ -872,6 +879,12 @@ def load_json(path: Path) -> list[str]:
 
 
 _DJ_CURSOR = re.compile(r"_django_curs_\d+_")
+_DJ_SAVEPOINT = re.compile(r'"s\d+_x(\d+)"')
+
+
+def dj_deterministic(sql: str) -> str:
+    """Django puts the thread id into server-side cursor and savepoint names."""
+    return _DJ_SAVEPOINT.sub(r'"s1_x\1"', _DJ_CURSOR.sub("_django_curs_1_", sql))
 
 
 def main() -> int:
@@ -908,9 +921,8 @@ def main() -> int:
         run(py, ["driver.py", "post_sql", str(dj / "post.json")], dj, djenv)
         sections.append(("django sqlmigrate --backwards/sqlsequencereset/sqlflush", load_json(dj / "post.json")))
         run(py, ["driver.py", "runtime"], dj, {**djenv, "PG_APPNAME": "django"})
-        dj_live = [_DJ_CURSOR.sub("_django_curs_1_", s)
-                   for s in pg.logged_statements(since=mark, app="django")]
-        sections.append(("django live", dj_live))
+        dj_live = [dj_deterministic(s) for s in pg.logged_statements(since=mark, app="django")]
+        sections.append(("django live", dedupe_by_shape(dj_live)))
 
         # ---- Alembic
         al = pg.workdir / "alembic"
@@ -928,7 +940,8 @@ def main() -> int:
         sections.append(("alembic offline", load_json(al / "offline.json")))
         mark = pg.log_mark()
         run(py, ["driver.py", "online", "-"], al, env)
-        sections.append(("alembic live", pg.logged_statements(since=mark, app="alembic")))
+        sections.append(("alembic live",
+                         dedupe_by_shape(pg.logged_statements(since=mark, app="alembic"))))
 
         # ---- SQLAlchemy
         sa_dir = pg.workdir / "sqlalchemy"
@@ -937,7 +950,8 @@ def main() -> int:
         sections.append(("sqlalchemy compiled", load_json(sa_dir / "compiled.json")))
         mark = pg.log_mark()
         run(py, ["driver.py", "live"], sa_dir, env)
-        sections.append(("sqlalchemy live", pg.logged_statements(since=mark, app="sqlalchemy")))
+        sections.append(("sqlalchemy live",
+                         dedupe_by_shape(pg.logged_statements(since=mark, app="sqlalchemy"))))
 
     for name, stmts in sections:
         print(f"  {name}: {len(stmts)} captured", file=sys.stderr)
@@ -956,7 +970,7 @@ def main() -> int:
         "`showmigrations` and a script of typical ORM calls (get_or_create, bulk_create/update, "
         "select_related/prefetch_related, JSON lookups, annotate/aggregate, Subquery/Exists, "
         "window, ArrayAgg/StringAgg, full text search, select_for_update, savepoints, iterator "
-        "(server-side cursor; the thread-id part of its name replaced by 1), raw, pagination, "
+        "(server-side cursor), raw, pagination, "
         "cascading deletes), from the server log; (4) `alembic upgrade head --sql` and `alembic "
         "downgrade head:base --sql` (offline) for three revisions using create_table, "
         "create_index (gin, partial, concurrently), add_column, alter_column (type, rename, "
@@ -968,8 +982,10 @@ def main() -> int:
         "ARRAY, FOR UPDATE variants, INSERT..RETURNING, ON CONFLICT, UPDATE..FROM, DELETE..USING, "
         "CREATE/DROP TABLE/INDEX) compiled for the postgresql dialect with literal_binds; (7) what "
         "SQLAlchemy sent live through psycopg 3 (server-side binding, $n), psycopg2 and asyncpg "
-        "for create_all/drop_all, a Session workflow and Inspector reflection. Identical "
-        "statements (ignoring a trailing ';') are kept once."
+        "for create_all/drop_all, a Session workflow and Inspector reflection. In the live "
+        "captures (3), (5), (7) statements that differ only in literal values are kept once, and the "
+        "thread-id part of Django's cursor/savepoint names is replaced by 1 for determinism; "
+        "otherwise identical statements (ignoring a trailing ';') are kept once."
     )
     write_corpus("orm_migrations", source, [s for _, stmts in sections for s in stmts])
     return 0

@@ -13,13 +13,18 @@ Run with the project venv:  .venv/bin/python scripts/gen_corpus_pgbench.py
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen_corpus_psql import embedded_pg, server_version, tool_version, write_corpus  # noqa: E402
+from gen_corpus_psql import (  # noqa: E402
+    dedupe_by_shape,
+    embedded_pg,
+    server_version,
+    tool_version,
+    write_corpus,
+)
 
 SEED = "4242"
 
@@ -38,12 +43,6 @@ for script in ("tpcb-like", "simple-update", "select-only"):
 BENCH_RUNS.append(["-b", "tpcb-like", "-t", "2", "-n", "-M", "simple", f"--random-seed={SEED}"])
 
 
-def shape(sql: str) -> str:
-    """Text with integer literals blanked, so the random :aid/:delta values of
-    repeated transactions collapse to one representative."""
-    return re.sub(r"-?\b\d+\b", "N", sql)
-
-
 def main() -> int:
     version = tool_version(["pgbench", "--version"])
     with embedded_pg() as pg:
@@ -57,13 +56,7 @@ def main() -> int:
                 print(f"pgbench {' '.join(args)} failed:\n{res.stderr}", file=sys.stderr)
                 return 1
         logged = pg.logged_statements(since=mark, app="pgbench")
-    seen: set[str] = set()
-    statements: list[str] = []
-    for sql in logged:
-        key = shape(sql)
-        if key not in seen:
-            seen.add(key)
-            statements.append(sql)
+    statements = dedupe_by_shape(logged)
     source = (
         f"Captured with scripts/gen_corpus_pgbench.py from the server log (log_statement=all) of a "
         f"throwaway PostgreSQL {srv_version} (pgserver package) while {version} ran: "
@@ -71,8 +64,8 @@ def main() -> int:
         + ". Simple-protocol runs send the built-in scripts with the :aid/:bid/:tid/:delta variables "
         "already replaced by literals; extended/prepared runs send $n parameters. Each statement is the "
         "exact text the server logged (one tab after each newline, added by the logger, removed). "
-        "Statements that differ only in integer literals (the random values of repeated transactions, "
-        "partition numbers) are kept once, first seen."
+        "Statements that differ only in literal values (the random values of repeated transactions, "
+        "partition bounds) are kept once, first seen."
     )
     write_corpus("pgbench", source, statements)
     return 0

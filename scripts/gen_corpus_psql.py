@@ -147,6 +147,27 @@ def dedupe(stmts: Iterable[str]) -> list[str]:
     return out
 
 
+_STR_LIT = re.compile(r"'(?:[^']|'')*'")
+_NUM_LIT = re.compile(r"-?\b\d+(?:\.\d+)?\b")
+
+
+def literal_shape(sql: str) -> str:
+    """The text with quoted string literals and numbers blanked: statements that differ
+    only in the values a client plugged in get the same key."""
+    return _NUM_LIT.sub("N", _STR_LIT.sub("S", sql))
+
+
+def dedupe_by_shape(stmts: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for s in stmts:
+        key = literal_shape(s)
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
 def validate(stmts: Iterable[str]) -> tuple[list[str], list[dict]]:
     """Split statements into (parsable, unparsable-with-error) using pglast."""
     import pglast
@@ -206,7 +227,7 @@ TMP_VENV = Path("/tmp/corpus_venv")
 TMP_VENV_PINS = [
     "django==5.2.19",
     "alembic==1.20.1",
-    "sqlalchemy==2.1.9",
+    "sqlalchemy[asyncio]==2.1.9",
     "asyncpg==0.32.0",
     "psycopg[binary]==3.3.9",
     "psycopg2-binary==2.9.13",

@@ -2,10 +2,11 @@
 
 Two queries (relations with their columns and view definitions; function names
 with the schemas defining them) run in one pipelined, rolled-back transaction:
-one network round trip where libpq supports pipelines, one MVCC snapshot, and
-the caller's connection is left in the transaction state it was in. The sync and
-async loaders differ only in how they await; the SQL, :func:`build_catalog`
-(rows to objects, pure) and the version stamp are shared. Inside the load the
+two network round trips (the queries, then the ROLLBACK) where libpq supports
+pipelines, one MVCC snapshot, and the caller's connection is left in the
+transaction state it was in. The sync and async loaders differ only in how
+they await; the SQL, :func:`build_catalog` (rows to objects, pure) and the
+version stamp are shared. Inside the load the
 search_path is set to ``''`` (as pg_dump does), so ``pg_get_viewdef`` qualifies
 every name that does not resolve through ``pg_temp``/``pg_catalog`` exactly as
 the analyser's own lookup path would: a view's text then means the same thing

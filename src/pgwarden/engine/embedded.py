@@ -22,6 +22,7 @@ import os
 import shlex
 import shutil
 import socket
+import stat
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -74,7 +75,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are disconnected). Safe to call twice."""
-        stop_embedded(self.pgdata)
+        stop_embedded(self.directory)
 
 
 def start_embedded(directory: str | os.PathLike[str], *, tcp_port: int | None = None,
@@ -124,10 +125,13 @@ def start_embedded(directory: str | os.PathLike[str], *, tcp_port: int | None = 
     return EmbeddedPostgres(directory=directory, pgdata=pgdata, socket_dir=socket_dir, port=port, tcp_host=tcp_host)
 
 
-def stop_embedded(pgdata: str | os.PathLike[str]) -> None:
-    """Stop the server whose cluster is ``pgdata``, if it runs (raises CalledProcessError if pg_ctl fails)."""
+def stop_embedded(directory: str | os.PathLike[str]) -> None:
+    """Stop the server that ``start_embedded(directory)`` started, if it runs; keep its data.
+
+    Raises ``subprocess.CalledProcessError`` if pg_ctl fails.
+    """
     pgserver = _pgserver()
-    pgdata = Path(pgdata)
+    pgdata = Path(directory).resolve() / "data"
     running = _running(pgdata)
     if running is None:
         return
@@ -177,8 +181,6 @@ def _prepare_for_os_user(directory: Path) -> str | None:
     user = _os_user()
     if user is None:
         return None
-    import stat
-
     from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
     ensure_user_exists(user)
@@ -210,7 +212,7 @@ def main() -> None:  # pragma: no cover - convenience for humans: python -m pgwa
 
     directory = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="pgwarden-pg-"))
     if len(sys.argv) > 2 and sys.argv[2] == "stop":
-        stop_embedded(directory / "data")
+        stop_embedded(directory)
         return
     server = start_embedded(directory)
     print(server.dsn())

@@ -207,7 +207,7 @@ def _figure_name(val: Node) -> str | None:
     if kind == "MinMaxExpr":
         return "greatest" if node.get("op") == "IS_GREATEST" else "least"
     if kind == "SubLink" and node.get("subLinkType") == "EXPR_SUBLINK":
-        inner_kind, inner = _node(node.get("subselect") or {})
+        _inner_kind, inner = _node(node.get("subselect") or {})
         targets = inner.get("targetList") or []
         if targets:
             return output_name(targets[0]["ResTarget"])
@@ -302,7 +302,7 @@ class QueryWalker:
         outputs = self.target_list(stmt.get("targetList") or (), scope)
         self.predicates(stmt.get("whereClause"), scope)
         self.predicates(stmt.get("havingClause"), scope)
-        self.predicates(stmt.get("groupClause"), scope)
+        self.predicates(stmt.get("groupClause"), scope, outputs)
         self.predicates(stmt.get("sortClause"), scope, outputs)
         self.predicates(stmt.get("distinctClause"), scope)
         self.predicates(stmt.get("windowClause"), scope)
@@ -462,7 +462,15 @@ class QueryWalker:
             return Entry(alias.get("aliasname"), columns=_rename(cols, _strings(alias.get("colnames"))))
         if kind == "JoinExpr":
             left = self.from_item(node.get("larg") or {}, scope)
-            right = self.from_item(node.get("rarg") or {}, scope)
+            # LATERAL items on the right see the left side: make it visible while walking them.
+            scope.entries.append(left)
+            try:
+                right = self.from_item(node.get("rarg") or {}, scope)
+            finally:
+                for i in range(len(scope.entries) - 1, -1, -1):
+                    if scope.entries[i] is left:
+                        del scope.entries[i]
+                        break
             join_scope = Scope(entries=[left, right], parent=scope)
             self.predicates(node.get("quals"), join_scope)
             using_names = _strings(node.get("usingClause"))
@@ -637,18 +645,24 @@ class QueryWalker:
                         self.facts.whole_row_refs.add(name)
                         return e.whole_row()
                 s = s.parent
-            if outputs is not None:  # ORDER BY an output alias
+            if outputs is not None:  # ORDER BY / GROUP BY an output alias
                 for oname, value in outputs:
                     if oname == name:
                         return value
-            return EMPTY  # PostgreSQL will report the missing column; nothing to leak
+            return self._unresolved(fields)
         entry = self.find_entry(fields[:-1], scope)
         if entry is None:
-            if len(fields) == 2 and self._composite_column(fields, scope) is not None:
-                return self._composite_column(fields, scope)
-            return EMPTY
+            composite = self._composite_column(fields, scope) if len(fields) == 2 else None
+            return composite if composite is not None else self._unresolved(fields)
         value = entry.column(fields[-1])
-        return value if value is not None else EMPTY
+        return value if value is not None else self._unresolved(fields)
+
+    def _unresolved(self, fields: list[str]) -> Value:
+        # Either PostgreSQL will reject the name too, or this walker misread the
+        # scope: both are reasons to refuse, never to treat the value as clean.
+        self.facts.unknown.append(f"column reference {'.'.join(fields)!r} could not be resolved; "
+                                  "check the name and its FROM item")
+        return EMPTY
 
     def _composite_column(self, fields: list[str], scope: Scope) -> Value | None:
         # "col.field" on a composite-typed column: lineage of the column, not plain
@@ -718,9 +732,8 @@ class ViewLineage:
         self._active: set[tuple[str, str]] = set()
 
     def columns(self, rel: Relation, walker: QueryWalker) -> list[tuple[str, Value]]:
-        from pglast import parser  # local: keeps import cost off module load
-
         import orjson
+        from pglast import parser  # local: keeps import cost off module load
 
         key = (walker.catalog.version, rel.schema, rel.name)
         cached = self._cache.get(key)
@@ -742,7 +755,7 @@ class ViewLineage:
                     walker.facts.unknown.extend(f"view {rel.qualified}: {u}" for u in facts.unknown)
                 cached = (cols, facts.relations, facts.functions)
                 self._cache[key] = cached
-            except Exception as exc:  # noqa: BLE001 — any failure here must deny, not pass
+            except Exception as exc:
                 walker.facts.unknown.append(f"view {rel.qualified} could not be analysed: {exc}")
                 return []
             finally:

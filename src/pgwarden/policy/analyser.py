@@ -325,6 +325,10 @@ def _utility(kind: str, node: Node, walker: QueryWalker, facts: Facts, access: A
         facts.nested.append("do_block")
     if kind == "CreateFunctionStmt":
         facts.nested.append("create_function")
+    if kind == "DeallocateStmt":
+        extra["name"] = node.get("name")  # None: DEALLOCATE ALL
+    if kind == "ClosePortalStmt":
+        extra["name"] = node.get("portalname")  # None: CLOSE ALL
     if kind == "AlterTableStmt":
         extra["alter_subtypes"] = tuple(
             (cmd.get("AlterTableCmd") or {}).get("subtype", "") for cmd in node.get("cmds") or ())

@@ -123,6 +123,12 @@ class Decider:
             role=rule.upstream_role,
             application_name=_application_name(subject),
         )
+        if approvals and len(analysis.statements) > 1 and not reasons:
+            # An approver must see exactly what will run, and an approval binds to one
+            # statement's text: a held statement may not travel with others.
+            reasons.append(Reason("approval_needs_single_statement",
+                                  "a statement that needs approval must be sent on its own, not together "
+                                  "with other statements; send it alone and it will be held for approval"))
         if reasons:
             decision = Decision.DENY
         elif approvals:

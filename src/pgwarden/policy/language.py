@@ -278,7 +278,22 @@ class PolicyDocument(_Strict):
 
 
 __all__ = [
-    "Access", "ApprovalPolicy", "ApprovalTrigger", "ColumnMask", "DetectorKind", "DetectorPolicy",
-    "FunctionFilter", "Match", "MaskStrategy", "MaskingPolicy", "NameFilter", "PolicyDocument", "Rule",
-    "SecretRef", "SessionPolicy", "StatementPolicy", "WriteGrant", "parse_duration_ms",
+    "Access",
+    "ApprovalPolicy",
+    "ApprovalTrigger",
+    "ColumnMask",
+    "DetectorKind",
+    "DetectorPolicy",
+    "FunctionFilter",
+    "MaskStrategy",
+    "MaskingPolicy",
+    "Match",
+    "NameFilter",
+    "PolicyDocument",
+    "Rule",
+    "SecretRef",
+    "SessionPolicy",
+    "StatementPolicy",
+    "WriteGrant",
+    "parse_duration_ms",
 ]

@@ -90,23 +90,22 @@ def _keep_last_text(text: str, keep: int) -> str:
     if n <= keep or keep <= 0:
         return "*" * n
     tail = text[n - keep:]
-    if "-" not in tail and " " not in tail:
-        # Fast path: the last `keep` characters are all data.
+    if "-" not in tail and " " not in tail and text[n - keep - 1] not in _SEPARATORS:
+        # Fast path: the last `keep` characters are data, and so is the one
+        # before them, so something stays hidden.
         return "*" * (n - keep) + tail
-    # Walk back until `keep` data characters have been seen; separators met on
-    # the way are shown but not counted.
+    # Walk back over `keep` data characters (separators met on the way are
+    # shown but not counted) and reveal them only once a further data
+    # character proves the value is longer than what is revealed.
     seen = 0
-    i = n
-    while i > 0:
-        i -= 1
+    cut = n
+    for i in range(n - 1, -1, -1):
         if text[i] not in _SEPARATORS:
-            seen += 1
             if seen == keep:
-                break
-    if seen < keep:
-        # Too short to reveal anything without revealing all of it.
-        return "*" * n
-    return "*" * i + text[i:]
+                return "*" * cut + text[cut:]
+            seen += 1
+            cut = i
+    return "*" * n
 
 
 def email_domain(value: object) -> str | None:
