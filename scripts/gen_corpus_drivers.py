@@ -26,13 +26,14 @@ Statements that differ only in literal values are kept once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen_corpus_psql import (  # noqa: E402
+from gen_corpus_psql import (
     dedupe_by_shape,
     embedded_pg,
     ensure_tmp_venv,
@@ -113,23 +114,24 @@ def run_psycopg3(dsn: str) -> None:
         conn.execute("SELECT 1").fetchone()
         conn.commit()
         conn.isolation_level = None
-        with conn.transaction():
-            with conn.cursor(name="big_scan", scrollable=True, withhold=True) as cur:
-                cur.itersize = 10
-                cur.execute("SELECT id, name, home FROM things ORDER BY id")
-                cur.fetchmany(5)
-                cur.scroll(0, "absolute")
-                cur.fetchone()
-                cur.scroll(-1)
-                cur.fetchall()
+        with conn.transaction(), conn.cursor(name="big_scan", scrollable=True, withhold=True) as cur:
+            cur.itersize = 10
+            cur.execute("SELECT id, name, home FROM things ORDER BY id")
+            cur.fetchmany(5)
+            cur.scroll(0, "absolute")
+            cur.fetchone()
+            cur.scroll(-1)
+            cur.fetchall()
         with conn.cursor(name="plain") as cur:
             cur.execute("SELECT * FROM things WHERE qty > %s", [3])
             for _ in cur:
                 pass
         conn.commit()
         with psycopg.ClientCursor(conn) as cur:
-            cur.execute("SELECT * FROM things WHERE name = %s AND qty IN (%s, %s) AND doc @> %s",
-                        ["thing 1", 1, 2, Jsonb({"n": 1})])
+            cur.execute(
+                "SELECT * FROM things WHERE name = %s AND qty IN (%s, %s) AND doc @> %s",
+                ["thing 1", 1, 2, Jsonb({"n": 1})],
+            )
             cur.execute("SELECT %s::date, %s::numeric, %s, %s", ["2024-05-17", "1.5", None, True])
         with conn.cursor() as cur:
             with cur.copy("COPY things (name, qty) FROM STDIN") as cp:
@@ -137,12 +139,15 @@ def run_psycopg3(dsn: str) -> None:
             with cur.copy("COPY things (name, qty) FROM STDIN (FORMAT BINARY)") as cp:
                 cp.set_types(["text", "int4"])
                 cp.write_row(["copied-bin", 5])
-            with cur.copy("COPY (SELECT id, name FROM things WHERE qty > 2) TO STDOUT (FORMAT CSV, HEADER)") as cp:
+            with cur.copy(
+                "COPY (SELECT id, name FROM things WHERE qty > 2) TO STDOUT (FORMAT CSV, HEADER)"
+            ) as cp:
                 for _ in cp:
                     pass
             cur.executemany("INSERT INTO things (name, qty) VALUES (%s, %s)", [["m1", 1], ["m2", 2]])
-            cur.executemany("UPDATE things SET qty = %s WHERE name = %s RETURNING id", [[9, "m1"]],
-                            returning=True)
+            cur.executemany(
+                "UPDATE things SET qty = %s WHERE name = %s RETURNING id", [[9, "m1"]], returning=True
+            )
         conn.commit()
         with conn.pipeline():
             conn.execute("INSERT INTO things (name, qty) VALUES (%s, %s)", ["p1", 1])
@@ -170,27 +175,21 @@ def run_psycopg3(dsn: str) -> None:
     xid = conn.xid(42, "corpus-gtrid", "corpus-bqual")
     conn.tpc_begin(xid)
     conn.execute("INSERT INTO things (name, qty) VALUES (%s, %s)", ["2pc", 1])
-    try:
+    with contextlib.suppress(psycopg.Error):
         conn.tpc_prepare()
-    except psycopg.Error:
-        pass
     conn.close()
     with psycopg.connect(dsn) as conn:
         conn.tpc_recover()
         conn.rollback()
     with psycopg.connect(dsn, autocommit=True) as conn:
         for fn in (conn.tpc_commit, conn.tpc_rollback):
-            try:
+            with contextlib.suppress(psycopg.Error):
                 fn(conn.xid(42, "corpus-gtrid", "corpus-bqual"))
-            except psycopg.Error:
-                pass
-        try:
-            fn("plain-xid")
-        except psycopg.Error:
-            pass
+        with contextlib.suppress(psycopg.Error):
+            conn.tpc_rollback("plain-xid")
 
 
-PSYCOPG2_SCRIPT = r'''
+PSYCOPG2_SCRIPT = r"""
 import io
 import sys
 
@@ -269,9 +268,9 @@ conn = psycopg2.connect(dsn)
 conn.tpc_recover()
 conn.rollback()
 conn.close()
-'''
+"""
 
-ASYNCPG_SCRIPT = r'''
+ASYNCPG_SCRIPT = r"""
 import asyncio
 import io
 import json
@@ -336,14 +335,19 @@ async def main():
 
 
 asyncio.run(main())
-'''
+"""
 
 
 def run_child(py: Path, code: str, args: list[str], workdir: Path) -> None:
     script = workdir / "child.py"
     script.write_text(code, encoding="utf-8")
-    res = subprocess.run([str(py), str(script), *args], text=True, capture_output=True, check=False,
-                         env={**os.environ, "PYTHONHASHSEED": "0"})
+    res = subprocess.run(
+        [str(py), str(script), *args],
+        text=True,
+        capture_output=True,
+        check=False,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
     if res.returncode != 0:
         raise RuntimeError(f"{args} failed:\n{res.stdout}\n{res.stderr}")
 

@@ -39,7 +39,7 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen_corpus_psql import (  # noqa: E402
+from gen_corpus_psql import (
     dedupe_by_shape,
     embedded_pg,
     ensure_tmp_venv,
@@ -601,7 +601,7 @@ def downgrade():
     op.drop_table("comments")
 '''
 
-ALEMBIC_DRIVER = r'''
+ALEMBIC_DRIVER = r"""
 import json
 import subprocess
 import sys
@@ -632,13 +632,13 @@ elif mode == "online":
     subprocess.run(alembic + ["upgrade", "head"], check=True)
     subprocess.run(alembic + ["downgrade", "-1"], check=True)
     subprocess.run(alembic + ["current"], check=True, capture_output=True)
-'''
+"""
 
 # --------------------------------------------------------------------------------------
 # SQLAlchemy
 # --------------------------------------------------------------------------------------
 
-SA_DRIVER = r'''
+SA_DRIVER = r"""
 import asyncio
 import datetime
 import json
@@ -854,7 +854,7 @@ if mode == "compile":
     json.dump(out, open(sys.argv[2], "w"))
 elif mode == "live":
     live()
-'''
+"""
 
 
 def write_tree(base: Path, files: dict[str, str]) -> None:
@@ -867,8 +867,7 @@ def write_tree(base: Path, files: dict[str, str]) -> None:
 def run(py: Path, args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     # fixed hash seed: Django builds some IN lists / TRUNCATE lists from sets
     env = {**os.environ, "PYTHONHASHSEED": "0", **env}
-    res = subprocess.run([str(py), *args], cwd=cwd, env=env, text=True,
-                         capture_output=True, check=False)
+    res = subprocess.run([str(py), *args], cwd=cwd, env=env, text=True, capture_output=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"{args} failed in {cwd}:\n{res.stdout}\n{res.stderr}")
     return res
@@ -889,8 +888,7 @@ def dj_deterministic(sql: str) -> str:
 
 def main() -> int:
     py = ensure_tmp_venv()
-    versions = venv_versions(py, ["django", "alembic", "sqlalchemy", "psycopg", "psycopg2-binary",
-                                  "asyncpg"])
+    versions = venv_versions(py, ["django", "alembic", "sqlalchemy", "psycopg", "psycopg2-binary", "asyncpg"])
     sections: list[tuple[str, list[str]]] = []
     with embedded_pg() as pg:
         srv_version = server_version(pg)
@@ -899,27 +897,39 @@ def main() -> int:
 
         # ---- Django
         dj = pg.workdir / "django"
-        write_tree(dj, {
-            "djsettings.py": DJ_SETTINGS,
-            "shop/__init__.py": "",
-            "shop/models.py": DJ_MODELS_V1,
-            "shop/migrations/__init__.py": "",
-            "driver.py": DJ_DRIVER,
-        })
-        djenv = {**env, "DJANGO_SETTINGS_MODULE": "djsettings", "PYTHONPATH": str(dj),
-                 "PG_APPNAME": "django_offline"}
+        write_tree(
+            dj,
+            {
+                "djsettings.py": DJ_SETTINGS,
+                "shop/__init__.py": "",
+                "shop/models.py": DJ_MODELS_V1,
+                "shop/migrations/__init__.py": "",
+                "driver.py": DJ_DRIVER,
+            },
+        )
+        djenv = {
+            **env,
+            "DJANGO_SETTINGS_MODULE": "djsettings",
+            "PYTHONPATH": str(dj),
+            "PG_APPNAME": "django_offline",
+        }
         run(py, ["-m", "django", "makemigrations", "shop", "--noinput"], dj, djenv)
-        write_tree(dj, {
-            "shop/models.py": DJ_MODELS_FINAL,
-            "shop/migrations/0002_rename_and_constraints.py": DJ_MIGRATION_0002,
-            "shop/migrations/0003_review_and_more.py": DJ_MIGRATION_0003,
-        })
+        write_tree(
+            dj,
+            {
+                "shop/models.py": DJ_MODELS_FINAL,
+                "shop/migrations/0002_rename_and_constraints.py": DJ_MIGRATION_0002,
+                "shop/migrations/0003_review_and_more.py": DJ_MIGRATION_0003,
+            },
+        )
         run(py, ["driver.py", "sql", str(dj / "sql.json")], dj, djenv)
         sections.append(("django sqlmigrate", load_json(dj / "sql.json")))
         mark = pg.log_mark()
         run(py, ["driver.py", "migrate"], dj, {**djenv, "PG_APPNAME": "django"})
         run(py, ["driver.py", "post_sql", str(dj / "post.json")], dj, djenv)
-        sections.append(("django sqlmigrate --backwards/sqlsequencereset/sqlflush", load_json(dj / "post.json")))
+        sections.append(
+            ("django sqlmigrate --backwards/sqlsequencereset/sqlflush", load_json(dj / "post.json"))
+        )
         run(py, ["driver.py", "runtime"], dj, {**djenv, "PG_APPNAME": "django"})
         dj_live = [dj_deterministic(s) for s in pg.logged_statements(since=mark, app="django")]
         sections.append(("django live", dedupe_by_shape(dj_live)))
@@ -930,18 +940,20 @@ def main() -> int:
         al.mkdir()
         run(py, ["-m", "alembic", "init", "migrations"], al, {})
         (al / "alembic.ini").write_text(ALEMBIC_INI.format(url=url), encoding="utf-8")
-        write_tree(al, {
-            "migrations/versions/1a2b3c4d5e6f_create_users_and_posts.py": ALEMBIC_REV1,
-            "migrations/versions/2b3c4d5e6f70_profile_columns.py": ALEMBIC_REV2,
-            "migrations/versions/3c4d5e6f7081_comments.py": ALEMBIC_REV3,
-            "driver.py": ALEMBIC_DRIVER,
-        })
+        write_tree(
+            al,
+            {
+                "migrations/versions/1a2b3c4d5e6f_create_users_and_posts.py": ALEMBIC_REV1,
+                "migrations/versions/2b3c4d5e6f70_profile_columns.py": ALEMBIC_REV2,
+                "migrations/versions/3c4d5e6f7081_comments.py": ALEMBIC_REV3,
+                "driver.py": ALEMBIC_DRIVER,
+            },
+        )
         run(py, ["driver.py", "offline", str(al / "offline.json")], al, env)
         sections.append(("alembic offline", load_json(al / "offline.json")))
         mark = pg.log_mark()
         run(py, ["driver.py", "online", "-"], al, env)
-        sections.append(("alembic live",
-                         dedupe_by_shape(pg.logged_statements(since=mark, app="alembic"))))
+        sections.append(("alembic live", dedupe_by_shape(pg.logged_statements(since=mark, app="alembic"))))
 
         # ---- SQLAlchemy
         sa_dir = pg.workdir / "sqlalchemy"
@@ -950,8 +962,9 @@ def main() -> int:
         sections.append(("sqlalchemy compiled", load_json(sa_dir / "compiled.json")))
         mark = pg.log_mark()
         run(py, ["driver.py", "live"], sa_dir, env)
-        sections.append(("sqlalchemy live",
-                         dedupe_by_shape(pg.logged_statements(since=mark, app="sqlalchemy"))))
+        sections.append(
+            ("sqlalchemy live", dedupe_by_shape(pg.logged_statements(since=mark, app="sqlalchemy")))
+        )
 
     for name, stmts in sections:
         print(f"  {name}: {len(stmts)} captured", file=sys.stderr)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen_corpus_psql import (  # noqa: E402
+from gen_corpus_psql import (
     dedupe_by_shape,
     embedded_pg,
     server_version,

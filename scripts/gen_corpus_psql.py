@@ -63,7 +63,10 @@ class EmbeddedPG:
         """Run SQL as superuser through the system psql (quiet, stops on error)."""
         res = subprocess.run(
             ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", self.dsn(dbname, "corpus_setup")],
-            input=sql, text=True, capture_output=True, check=False,
+            input=sql,
+            text=True,
+            capture_output=True,
+            check=False,
         )
         if res.returncode != 0:
             raise RuntimeError(f"setup SQL failed: {res.stderr}")
@@ -131,7 +134,9 @@ def embedded_pg(log_all: bool = True) -> Iterator[EmbeddedPG]:
 def server_version(pg: EmbeddedPG) -> str:
     return subprocess.run(
         ["psql", "-X", "-At", "-c", "SHOW server_version", pg.dsn(application_name="corpus_setup")],
-        text=True, capture_output=True, check=True,
+        text=True,
+        capture_output=True,
+        check=True,
     ).stdout.strip()
 
 
@@ -239,18 +244,21 @@ def ensure_tmp_venv() -> Path:
     py = TMP_VENV / "bin" / "python"
     if not py.exists():
         subprocess.run(["python3", "-m", "venv", str(TMP_VENV)], check=True)
-    res = subprocess.run([str(py), "-m", "pip", "install", "-q", *TMP_VENV_PINS],
-                         text=True, capture_output=True, check=False)
+    res = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", *TMP_VENV_PINS], text=True, capture_output=True, check=False
+    )
     if res.returncode != 0:
         raise RuntimeError(f"pip install into {TMP_VENV} failed:\n{res.stderr}")
     return py
 
 
 def venv_versions(py: Path, dists: list[str]) -> str:
-    code = ("import importlib.metadata as m, sys\n"
-            "print(', '.join(f'{d} {m.version(d)}' for d in sys.argv[1:]))")
-    return subprocess.run([str(py), "-c", code, *dists], text=True, capture_output=True,
-                          check=True).stdout.strip()
+    code = (
+        "import importlib.metadata as m, sys\nprint(', '.join(f'{d} {m.version(d)}' for d in sys.argv[1:]))"
+    )
+    return subprocess.run(
+        [str(py), "-c", code, *dists], text=True, capture_output=True, check=True
+    ).stdout.strip()
 
 
 # --------------------------------------------------------------------------------------
@@ -479,9 +487,22 @@ def main() -> int:
         logfile = pg.workdir / "psql_echo.log"
         script = "\n".join(PSQL_COMMANDS) + "\n"
         res = subprocess.run(
-            ["psql", "-X", "-E", "-L", str(logfile), "-o", "/dev/null",
-             "-P", "pager=off", pg.dsn(application_name="psql")],
-            input=script, text=True, capture_output=True, check=False,
+            [
+                "psql",
+                "-X",
+                "-E",
+                "-L",
+                str(logfile),
+                "-o",
+                "/dev/null",
+                "-P",
+                "pager=off",
+                pg.dsn(application_name="psql"),
+            ],
+            input=script,
+            text=True,
+            capture_output=True,
+            check=False,
             env={**os.environ, "PAGER": "cat", "LC_ALL": "C"},
         )
         if res.stderr.strip():

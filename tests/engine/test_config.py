@@ -464,3 +464,23 @@ def test_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["config", "check", str(EXAMPLES / "public_cases.yaml")]) == 0
     assert ": ok (2 rules, 1 target, policy version " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["target", "mask"])
+def test_a_secret_typed_inline_is_refused_and_not_echoed(where: str) -> None:
+    if where == "target":
+        text = _edit(targets={"main": {"dsn": "host=x", "password": "hunter2"}})
+        path = "targets.main.password"
+    else:
+        text = MINIMAL + ("masking: {columns: [{column: public.customers.email, strategy: hash, "
+                          "key: hunter2}]}\n")
+        path = "masking.columns[0].key"
+    (problem,) = _problems(text)
+    assert problem.startswith(f"{path}: expected a reference to a secret, {{env: VARIABLE}} or {{file: path}}")
+    assert "hunter2" not in problem
+
+
+def test_unknown_key_value_is_not_echoed() -> None:
+    (problem,) = _problems(_edit(targets={"main": {"dsn": "host=x", "passwd": "hunter2"}}))
+    assert problem.startswith("targets.main.passwd: unknown key; did you mean 'password'?")
+    assert "hunter2" not in problem and problem.endswith("(got key 'passwd')")

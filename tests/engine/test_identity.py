@@ -302,7 +302,7 @@ GARBAGE: list[Any] = [
     "a.b.c.d",
     "!!!.###.$$$",
     "eyJ.eyJ.",
-    ".." ,
+    "..",
     _b64(b"not json") + "." + _b64(b"{}") + ".sig",
     _b64(b"[1, 2]") + "." + _b64(b"{}") + ".sig",
     "Bearer " + "a.b.c",
@@ -441,3 +441,39 @@ def test_jwks_url_unreachable(rsa_key: rsa.RSAPrivateKey) -> None:
     error = _refused(verifier, _token(rsa_key))
     assert error.code is AuthErrorCode.KEY_SOURCE_UNAVAILABLE
     assert "retry" in error.message
+
+
+def test_jwks_url_token_without_kid(jwks_server: _JwksServer, rsa_key: rsa.RSAPrivateKey) -> None:
+    verifier = TokenVerifier(_identity(jwks_url=jwks_server.url))
+    assert verifier.verify(_token(rsa_key, kid=None)).subject == "agent"
+
+
+def test_unusable_keys_in_a_jwks_file_are_skipped(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    odd = [
+        {"kty": "oct", "k": _b64(b"published-secret"), "kid": "h"},
+        {**_jwk(rsa_key, "n"), "alg": "none"},
+        {**_jwk(rsa_key, "enc"), "use": "enc"},
+        "not a key",
+    ]
+    path = _write_jwks(tmp_path / "j.json", *odd, _jwk(rsa_key, "k1"))  # type: ignore[arg-type]
+    verifier = TokenVerifier(_identity(jwks_file=str(path)))
+    assert verifier.verify(_token(rsa_key, kid="k1")).subject == "agent"
+    for kid in ("h", "n", "enc"):
+        assert _refused(verifier, _token(rsa_key, kid=kid)).code is AuthErrorCode.UNKNOWN_KEY
+
+
+def test_private_key_material_in_a_jwks_is_used_only_as_public_key(tmp_path: Path,
+                                                                   rsa_key: rsa.RSAPrivateKey) -> None:
+    private_jwk = json.loads(RSAAlgorithm.to_jwk(rsa_key))
+    private_jwk.update(kid="k1")
+    path = _write_jwks(tmp_path / "j.json", private_jwk)
+    assert TokenVerifier(_identity(jwks_file=str(path))).verify(_token(rsa_key)).subject == "agent"
+
+
+@pytest.mark.parametrize("served", [[], [{"kty": "RSA", "alg": "none", "kid": "k1", "n": "AQAB", "e": "AQAB"}]])
+def test_jwks_url_serving_junk_fails_closed(jwks_server: _JwksServer, rsa_key: rsa.RSAPrivateKey,
+                                            served: list[Any]) -> None:
+    jwks_server.keys = served
+    verifier = TokenVerifier(_identity(jwks_url=jwks_server.url))
+    error = _refused(verifier, _token(rsa_key))
+    assert error.code in (AuthErrorCode.KEY_SOURCE_UNAVAILABLE, AuthErrorCode.UNKNOWN_KEY)

@@ -549,6 +549,9 @@ def _choices(expected: str) -> list[str]:
     return re.findall(r"'([^']*)'", expected) or [expected]
 
 
+_SECRET_KEYS = frozenset({"password", "key"})
+
+
 def _problem(error: Mapping[str, Any]) -> ConfigProblem:
     loc = tuple(error["loc"])
     kind = error["type"]
@@ -559,6 +562,12 @@ def _problem(error: Mapping[str, Any]) -> ConfigProblem:
     if loc and loc[-1] == "dsn" and isinstance(value, str):
         got = _show(_redact_dsn(value))
 
+    if any(part in _SECRET_KEYS for part in loc if isinstance(part, str)):
+        # Someone may have typed the secret itself here: never repeat it.
+        got = "a value that is not shown, as it may be a secret"
+        if kind in ("model_type", "model_attributes_type", "dict_type"):
+            return ConfigProblem(path, "expected a reference to a secret, {env: VARIABLE} or {file: path}, "
+                                       f"never the secret itself (got {got})")
     if kind == "pgwarden":
         return ConfigProblem(path, error["msg"])
     if kind == "missing":
@@ -569,7 +578,8 @@ def _problem(error: Mapping[str, Any]) -> ConfigProblem:
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         listing = f"expected one of {', '.join(allowed)}" if allowed else "expected no such key"
-        return ConfigProblem(path, f"unknown key; {hint}{listing} (got {got})")
+        # The key, not its value: a stray "passwd: ..." must not be printed back.
+        return ConfigProblem(path, f"unknown key; {hint}{listing} (got key {key!r})")
     if kind in ("enum", "literal_error"):
         choices = _choices(str(ctx.get("expected", "")))
         expected = f"expected {choices[0]}" if len(choices) == 1 else f"expected one of {', '.join(choices)}"

@@ -106,9 +106,18 @@ class _Key:
     key: Any  # a cryptography public key object, never bytes: pyjwt cannot mistake it for an HMAC secret
 
 
+_PUBLIC = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
+_PRIVATE = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
+
+
+def _is_asymmetric(key: Any) -> bool:
+    # Symmetric ("oct") keys come back as bytes: a published HMAC secret is never a verification key.
+    return isinstance(key, _PUBLIC + _PRIVATE)
+
+
 def _public(key: Any) -> Any:
     # A JWKS may (wrongly) carry private material; verification only ever needs the public half.
-    return key.public_key() if hasattr(key, "public_key") and not hasattr(key, "verify") else key
+    return key.public_key() if isinstance(key, _PRIVATE) else key
 
 
 def _keys_from_jwk_set(data: Any, where: str) -> list[_Key]:
@@ -123,8 +132,11 @@ def _keys_from_jwk_set(data: Any, where: str) -> list[_Key]:
             continue
         try:
             jwk = jwt.PyJWK(dict(jwk_data))
-        except jwt.PyJWTError as exc:
+        except Exception as exc:  # pyjwt raises NotImplementedError for e.g. "alg": "none"
             log.warning("%s: a key is skipped (%s)", where, exc)
+            continue
+        if not _is_asymmetric(jwk.key):
+            log.warning("%s: a key that is not an RSA, EC or EdDSA key is skipped", where)
             continue
         keys.append(_Key(jwk.key_id, jwk_data.get("alg"), _public(jwk.key)))
     if not keys:
@@ -236,10 +248,16 @@ class _JwksUrl:
                 f"the token was signed with key id {_show(kid)}, which the identity provider does not "
                 f"publish; get a fresh token from the identity provider",
             ) from None
+        except Exception as exc:  # whatever a hostile or broken endpoint serves, fail closed
+            log.error("the JWKS from the identity provider could not be read: %r", exc)
+            raise AuthenticationError(
+                AuthErrorCode.KEY_SOURCE_UNAVAILABLE,
+                "the identity provider's key set could not be used; retry later (operator: check identity.jwks_url)",
+            ) from None
         return [
             _Key(k.key_id, getattr(k, "_jwk_data", {}).get("alg"), _public(k.key))
             for k in found
-            if k.key_type != "oct"
+            if _is_asymmetric(k.key)
         ]
 
 
