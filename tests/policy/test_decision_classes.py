@@ -75,7 +75,8 @@ DENY = [
     ("SET transaction_read_only TO off", "session_change"),
     ("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", "session_change"),
     ("SET statement_timeout = 0", "session_change"),
-    ("RESET ALL", "session_change"),
+    ("SET statement_timeout = '1h'", "session_change"),
+    ("SET lock_timeout = 0", "session_change"),
     ("DISCARD ALL", "session_change"),
     ("SET session_replication_role = replica", "session_change"),
     ("SET row_security = off", "session_change"),
@@ -271,6 +272,10 @@ ALLOW = [
     "VALUES (1, 'a'), (2, 'b')",
     "SELECT id FROM orders o WHERE o.amount > (SELECT avg(amount) FROM orders)",
     "DEALLOCATE ALL",
+    "RESET ALL",  # pinned settings come from the start-up packet, so RESET ALL returns to them
+    "SET search_path TO public",  # the pinned value itself
+    "SET statement_timeout = '5s'",  # tighter than pinned
+    "SELECT set_config('TimeZone', 'UTC', false)",
     "LISTEN jobs",
 ]
 
@@ -327,4 +332,5 @@ def test_verdict_cache_is_exact_text_and_per_principal() -> None:
     assert w.decide("SELECT id FROM orders", "mallory", ()).decision is Decision.DENY
     # constants matter: same fingerprint, different verdicts
     assert w.decide("SELECT current_setting('work_mem')").decision is Decision.ALLOW
-    assert w.decide("SELECT set_config('work_mem', '1MB', false)").decision is Decision.DENY
+    assert w.decide("SELECT set_config('role', 'postgres', false)").decision is Decision.DENY
+    assert w.decide("SELECT set_config('work_mem', '1MB', false)").decision is Decision.ALLOW

@@ -41,8 +41,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
-from pydantic_core import ErrorDetails, ErrorType, InitErrorDetails, PydanticCustomError, core_schema
+from pydantic_core import ErrorDetails, ErrorType, InitErrorDetails, PydanticCustomError
 
 from pgwarden.policy.language import MaskingPolicy, PolicyDocument, Rule, SecretRef, parse_duration_ms
 
@@ -342,7 +341,7 @@ class GatewayConfig(_Strict):
         if not isinstance(data, Mapping):
             return handler(data)
         data = _copy_containers(data)  # pruning below mutates it; the caller's data stays untouched
-        issues = _prune_bad_rule_durations(data) + _cross_field_problems(data)
+        issues = _cross_field_problems(data)
         return _validate_with_issues(cls, data, handler, issues)
 
     @property
@@ -433,34 +432,6 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[_Issue]:
             problems.append((
                 ("rules", i, "target"), f"expected the name of a target under 'targets' ({known}) (got {target!r})"
             ))
-    return problems
-
-
-# language.py's duration fields call parse_duration_ms on whatever they get, which raises
-# TypeError (not a validation error) on a list or mapping and would abort validation.
-_RULE_DURATIONS = (("statement_timeout",), ("lock_timeout",), ("approval", "timeout"), ("approval", "window"))
-
-
-def _prune_bad_rule_durations(data: dict[str, Any]) -> list[_Issue]:
-    problems: list[_Issue] = []
-    rules = data.get("rules")
-    if not isinstance(rules, list):
-        return problems
-    for i, rule in enumerate(rules):
-        for keys in _RULE_DURATIONS:
-            holder: Any = rule
-            for key in keys[:-1]:
-                holder = holder.get(key) if isinstance(holder, dict) else None
-            if not isinstance(holder, dict) or keys[-1] not in holder:
-                continue
-            value = holder[keys[-1]]
-            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-                problems.append((
-                    ("rules", i, *keys),
-                    f"expected a duration such as '500ms', '30s', '5min' or a number of milliseconds "
-                    f"(got {_show(value)})",
-                ))
-                del holder[keys[-1]]
     return problems
 
 
@@ -708,22 +679,9 @@ def load_config(path: str | Path) -> GatewayConfig:
 # -- JSON Schema ------------------------------------------------------------------------------------
 
 
-class _SchemaGenerator(GenerateJsonSchema):
-    """Describes inputs as the file may spell them: language.py's duration fields take '30s'
-    as well as integers, which the plain int schema would deny."""
-
-    def function_before_schema(self, schema: core_schema.BeforeValidatorFunctionSchema) -> JsonSchemaValue:
-        function = schema["function"]["function"]
-        code = getattr(function, "__code__", None)
-        inner = schema["schema"]
-        if code is not None and "parse_duration_ms" in code.co_names and inner.get("type") == "int":
-            return dict(_DURATION_JSON)
-        return super().function_before_schema(schema)
-
-
 def config_json_schema() -> dict[str, Any]:
     """JSON Schema of ``pgwarden.yaml`` (what ``pgwarden config schema`` prints)."""
-    schema = GatewayConfig.model_json_schema(schema_generator=_SchemaGenerator)
+    schema = GatewayConfig.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "pgwarden.yaml"
     return schema

@@ -171,6 +171,9 @@ class _PemKey:
             raise KeySourceError(
                 "key_file_invalid", f"identity.public_key_file {path} is not a PEM public key "
                                     "('-----BEGIN PUBLIC KEY-----')") from None
+        if not isinstance(key, _PUBLIC):
+            raise KeySourceError("key_file_invalid", f"identity.public_key_file {path} holds a "
+                                                     f"{type(key).__name__}; expected an RSA, EC or Ed25519 key")
         self._keys = [_Key(None, None, key)]
 
     def candidates(self, kid: str | None) -> list[_Key]:

@@ -23,7 +23,7 @@ inside it. Only nodes that change scope or meaning are special-cased.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .analysis import Access, ColumnId, FunctionCall, OutputColumn, RelationAccess, StatementClass
@@ -31,6 +31,7 @@ from .catalog import Catalog, Relation
 
 Node = dict[str, Any]
 WILDCARD = "*"
+SYSTEM_COLUMNS = frozenset({"tableoid", "ctid", "xmin", "xmax", "cmin", "cmax"})
 
 
 @dataclass(slots=True)
@@ -72,6 +73,7 @@ class Entry:
     hidden: bool = False  # a join's side: reachable by its name, not by unqualified names or *
     parts: list[Entry] | None = None  # a join: its two sides
     using: list[tuple[str, Value]] | None = None  # a join: merged USING / NATURAL columns
+    system_columns: bool = False  # a table: tableoid, ctid, xmin… may be referenced
 
     @property
     def known(self) -> bool:
@@ -81,6 +83,8 @@ class Entry:
         return self.columns is not None
 
     def column(self, name: str) -> Value | None:
+        if self.system_columns and name in SYSTEM_COLUMNS:
+            return EMPTY  # tableoid, ctid, xmin…: row bookkeeping, no user data
         if self.parts is not None:
             for uname, value in self.using or ():
                 if uname == name:
@@ -273,7 +277,8 @@ class QueryWalker:
                                origin=(rel.oid, c.attnum) if rel.oid else None))
                 for c in rel.columns
             ]
-        return Entry(alias or rel.name, schema=None if alias else rel.schema, columns=_rename(cols, colaliases))
+        return Entry(alias or rel.name, schema=None if alias else rel.schema, columns=_rename(cols, colaliases),
+                     system_columns=rel.kind in ("r", "p", "m", "f"))
 
     # -- queries ---------------------------------------------------------------------
 
@@ -614,7 +619,12 @@ class QueryWalker:
             return
         schema = names[-2] if len(names) >= 2 else None
         name = names[-1]
-        self.facts.functions.append(FunctionCall(schema, name, self.catalog.function_schemas(name)))
+        first = None
+        args = call.get("args") or ()
+        if args:
+            const = (args[0].get("A_Const") or {}).get("sval") if isinstance(args[0], dict) else None
+            first = const.get("sval") if const else None
+        self.facts.functions.append(FunctionCall(schema, name, self.catalog.function_schemas(name), first))
 
     def column_ref(self, ref: Node, scope: Scope, outputs) -> Value:
         fields = _strings(ref.get("fields"))
@@ -694,8 +704,7 @@ class QueryWalker:
 
 
 def _as_hidden(entry: Entry) -> Entry:
-    return Entry(entry.name, schema=entry.schema, columns=entry.columns, open_table=entry.open_table,
-                 open_value=entry.open_value, hidden=True, parts=entry.parts, using=entry.using)
+    return replace(entry, hidden=True)
 
 
 def _rename(cols: list[tuple[str, Value]], names: list[str]) -> list[tuple[str, Value]]:

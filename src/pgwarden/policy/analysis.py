@@ -71,6 +71,7 @@ class FunctionCall:
     schema: str | None  # as written; None when unqualified
     name: str
     resolved_schemas: frozenset[str] = frozenset()  # schemas that define this name, per the catalog
+    first_arg: str | None = None  # the first argument when it is a string literal (set_config's name)
 
     @property
     def display(self) -> str:

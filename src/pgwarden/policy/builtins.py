@@ -71,22 +71,31 @@ def function_denial(name: str) -> Denial | None:
     return None
 
 
-# System relations that hold credentials, other sessions' query text, or data values.
+# System relations that hold credentials, server configuration files or raw data.
 CREDENTIAL_CATALOGS = frozenset({
-    "pg_authid", "pg_shadow", "pg_user_mapping", "pg_user_mappings", "pg_largeobject",
-    "pg_largeobject_metadata", "pg_file_settings", "pg_hba_file_rules", "pg_ident_file_mappings",
-    "pg_subscription", "pg_stat_activity", "pg_stat_statements", "pg_stat_statements_info",
-    "pg_prepared_statements", "pg_cursors", "pg_backend_memory_contexts", "pg_replication_slots",
+    "pg_authid", "pg_shadow", "pg_user_mapping", "pg_largeobject", "pg_file_settings", "pg_hba_file_rules",
+    "pg_ident_file_mappings",
 })
 CREDENTIAL_DENIAL = Denial(
     "sensitive_catalog",
-    "holds credentials or other sessions' statements (which may quote sensitive values); "
-    "ask a DBA for what you need",
+    "holds credentials or server configuration; ask a DBA for what you need",
+)
+# Columns of otherwise harmless catalogs that hold secrets or other sessions'
+# statement text (which quotes the values those sessions sent).
+SENSITIVE_CATALOG_COLUMNS = frozenset({
+    ("pg_catalog", "pg_user_mappings", "umoptions"), ("pg_catalog", "pg_subscription", "subconninfo"),
+    ("pg_catalog", "pg_stat_activity", "query"), ("pg_catalog", "pg_stat_statements", "query"),
+    ("pg_catalog", "pg_prepared_statements", "statement"), ("pg_catalog", "pg_cursors", "statement"),
+    ("public", "pg_stat_statements", "query"),
+})
+SENSITIVE_COLUMN_DENIAL = Denial(
+    "sensitive_catalog",
+    "holds credentials or other sessions' statements (which quote the values they sent); "
+    "select the other columns",
 )
 
 STATISTICS_CATALOGS = frozenset({
     "pg_statistic", "pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic_ext_data",
-    "pg_statistic_ext",
 })
 STATISTICS_DENIAL = Denial(
     "statistics_leak",
@@ -127,10 +136,12 @@ PINNED_SETTINGS: dict[str, str] = {
     "application_name": "application_name names the principal in the database's own logs",
     "row_security": "row security must stay on",
     "session_replication_role": "session_replication_role disables triggers and foreign keys",
-    "all": "RESET ALL would undo the session settings the gateway pins; reconnect instead",
     "default_tablespace": "tablespaces are chosen by the DBA",
     "temp_tablespaces": "tablespaces are chosen by the DBA",
 }
+
+
+SENSITIVE_TABLES = frozenset((s, t) for s, t, _ in SENSITIVE_CATALOG_COLUMNS)
 
 
 def setting_allowed(name: str, extra: list[str]) -> bool:

@@ -22,7 +22,7 @@ from . import builtins
 from .analyser import NO_SESSION, SessionFacts, analyse
 from .analysis import WRITE_ACCESSES, Access, Analysis, ColumnId, StatementAnalysis, StatementClass
 from .catalog import Catalog
-from .language import ApprovalTrigger, ColumnMask, MaskStrategy, PolicyDocument, Rule
+from .language import ApprovalTrigger, ColumnMask, MaskStrategy, PolicyDocument, Rule, parse_duration_ms
 from .verdict import (
     ApprovalRequirement,
     Decision,
@@ -192,6 +192,7 @@ class _StatementCheck:
         self.relations(st)
         self.functions(st)
         self.settings(st)
+        self.sensitive_columns(st)
         self.masking(st)
 
     # -- classes and approval --------------------------------------------------------
@@ -312,6 +313,8 @@ class _StatementCheck:
                             or fn.schema == "information_schema"))
             if fn.schema in (None, "pg_catalog"):
                 denial = builtins.function_denial(lname)
+                if denial is not None and lname == "set_config" and self._harmless_setting(fn.first_arg):
+                    denial = None  # set_config('TimeZone', …) as drivers send it
                 if denial is not None:
                     self.deny(denial.code, f"{fn.display}() {denial.message}")
                     continue
@@ -331,12 +334,39 @@ class _StatementCheck:
 
     # -- session settings ------------------------------------------------------------
 
+    def _harmless_setting(self, name: str | None) -> bool:
+        if name is None:
+            return False
+        name = name.lower()
+        return name not in builtins.PINNED_SETTINGS and builtins.setting_allowed(
+            name, self.rule.session.allow_settings)
+
+    def _same_as_pinned(self, name: str, value: str | None) -> bool:
+        """SET of a pinned setting to what is pinned already (or a tighter timeout) changes nothing."""
+        if value is None:
+            return False
+        if name == "search_path":
+            wanted = [v.strip().strip('"') for v in value.split(",") if v.strip()]
+            return wanted == list(self.catalog.search_path)
+        limits = {"statement_timeout": self.rule.statement_timeout, "lock_timeout": self.rule.lock_timeout}
+        if name in limits:
+            try:
+                ms = parse_duration_ms(value)
+            except ValueError:
+                return False
+            return 0 < ms <= limits[name]
+        return False
+
     def settings(self, st: StatementAnalysis) -> None:
         for change in st.settings:
             name = change.name
             if st.extras.get("alter_system"):
                 continue  # denied as a statement already
+            if name == "all" and change.reset:
+                continue  # pinned settings come from the start-up packet: RESET ALL returns to them
             reason = builtins.PINNED_SETTINGS.get(name)
+            if reason is not None and not change.reset and self._same_as_pinned(name, change.value):
+                continue
             if reason is not None:
                 verb = "RESET" if change.reset else "SET"
                 self.deny("session_change", f"{verb} {name} is refused: {reason}")
@@ -345,6 +375,17 @@ class _StatementCheck:
                           "harmless client settings (client_encoding, DateStyle, TimeZone, "
                           "extra_float_digits, planner settings…) are, and rules may list more under "
                           "session.allow_settings")
+
+    def sensitive_columns(self, st: StatementAnalysis) -> None:
+        used = set(st.predicate_sources) | set(st.written_sources)
+        for out in st.outputs:
+            used |= out.sources
+        for col in sorted(used):
+            key = (col.schema, col.table, col.column)
+            if key in builtins.SENSITIVE_CATALOG_COLUMNS or (
+                    col.column == "*" and (col.schema, col.table) in builtins.SENSITIVE_TABLES):
+                d = builtins.SENSITIVE_COLUMN_DENIAL
+                self.deny(d.code, f"{col} {d.message}")
 
     # -- masking ---------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from .analysis import Access, StatementClass
 
@@ -30,7 +30,11 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*$")
 
 def parse_duration_ms(value: str | int | float) -> int:
     """``"30s"`` → 30000. Bare numbers are milliseconds, like PostgreSQL's GUCs."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a duration such as '500ms', '30s', '5min' or a number of ms, got {value!r}")
     if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative (got {value!r})")
         return int(value)
     m = _DURATION.match(value)
     if not m:
@@ -40,7 +44,14 @@ def parse_duration_ms(value: str | int | float) -> int:
     return int(number * factor)
 
 
-Duration = Annotated[int, Field(ge=0, description="milliseconds; strings like '30s' or '5min' are accepted")]
+DURATION_JSON_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|min|m|h)?\s*$"},
+    ],
+    "description": "milliseconds, or a string such as '500ms', '30s', '5min', '1h'",
+}
+Duration = Annotated[int, BeforeValidator(parse_duration_ms), Field(ge=0), WithJsonSchema(DURATION_JSON_SCHEMA)]
 
 
 class SecretRef(_Strict):
@@ -133,8 +144,6 @@ class ApprovalPolicy(_Strict):
         default=0, description="0: an approval is single-use; otherwise the longest window an approver may grant"
     )
 
-    _dur = field_validator("timeout", "window", mode="before")(lambda v: parse_duration_ms(v))
-
     @model_validator(mode="after")
     def _approvers_needed(self) -> ApprovalPolicy:
         if self.required_for and not self.approvers:
@@ -190,8 +199,6 @@ class Rule(_Strict):
     functions: FunctionFilter = Field(default_factory=FunctionFilter)
     session: SessionPolicy = Field(default_factory=SessionPolicy)
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
-
-    _dur = field_validator("statement_timeout", "lock_timeout", mode="before")(lambda v: parse_duration_ms(v))
 
     def read_only(self) -> bool:
         """True when nothing this rule permits (even after approval) may write."""
