@@ -201,12 +201,13 @@ class Rule(_Strict):
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
 
     def read_only(self) -> bool:
-        """True when nothing this rule permits (even after approval) may write."""
-        permitted = set(self.statements.allow) | {StatementClass(t.value) for t in self.approval.required_for
-                                                  if t.value in StatementClass._value2member_map_}
-        if ApprovalTrigger.DESTRUCTIVE in self.approval.required_for or ApprovalTrigger.NO_WHERE in self.approval.required_for:
-            permitted.add(StatementClass.WRITE)
-        return not permitted & {StatementClass.WRITE, StatementClass.DDL, StatementClass.ADMIN, StatementClass.LOCK}
+        """True when this rule runs no writing statement without approval.
+
+        The gateway pins such sessions read-only upstream; a statement released by
+        an approver runs on a connection of its own, opened for that statement.
+        """
+        writing = {StatementClass.WRITE, StatementClass.DDL, StatementClass.ADMIN, StatementClass.LOCK}
+        return not writing.intersection(self.statements.allow)
 
 
 class MaskStrategy(StrEnum):

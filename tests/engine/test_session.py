@@ -1,0 +1,193 @@
+"""The engine session against a real PostgreSQL: pinned settings, masks, errors, session state.
+
+These prove the verdicts hold where it matters — upstream. A text the policy
+calls read-only runs in a read-only transaction, pinned settings survive what
+a client may send, masked values never arrive raw, errors that quote masked
+values lose their text, and cursors and prepared statements keep their masks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import psycopg
+import pytest
+import yaml
+from support.cases import load_public_cases
+
+from pgwarden.engine.config import parse_config
+from pgwarden.engine.gateway import Gateway
+from pgwarden.engine.identity import Principal
+from pgwarden.engine.session import GatewayError, Session, StatementRefused, UpstreamError
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT = Principal.local("agent", {"ai-agents"})
+DBA = Principal.local("dana", {"dba"})
+
+
+@pytest.fixture(autouse=True)
+def _mask_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGWARDEN_MASK_KEY", "test-mask-key-0123456789")
+
+
+def make_gateway(dsn: str, **rule_overrides) -> Gateway:
+    data = yaml.safe_load((REPO / "examples" / "public_cases.yaml").read_text())
+    data["targets"]["main"]["dsn"] = dsn
+    data["targets"]["main"].pop("password", None)
+    for rule in data["rules"]:
+        rule.update(rule_overrides.get(rule["name"], {}))
+    gateway = Gateway(parse_config(yaml.safe_dump(data), "test", base_dir=REPO / "examples"))
+    gateway.refresh_catalog("main")
+    return gateway
+
+
+@pytest.fixture
+def cases_db(make_db) -> str:
+    return make_db(load_public_cases().fixture_sql)
+
+
+def run(gateway: Gateway, principal: Principal, *sqls: str):
+    async def go():
+        async with Session(gateway, principal, "main") as session:
+            out = []
+            for sql in sqls:
+                out.append(await session.run(sql))
+            return out
+    return anyio.run(go)
+
+
+def test_pinned_settings_reach_postgres_and_survive_reset_all(cases_db: str) -> None:
+    gateway = make_gateway(cases_db)
+    results = run(gateway, AGENT, "SHOW default_transaction_read_only", "SHOW statement_timeout",
+                  "SHOW search_path", "SELECT current_setting('application_name')", "RESET ALL",
+                  "SHOW default_transaction_read_only", "SHOW statement_timeout")
+    values = [r.results[-1].rows[0][0] if r.results[-1].rows else None for r in results]
+    assert values[0] == "on" and values[1] == "30s" and values[2] == "public"
+    assert values[3] == "pgwarden:agent"
+    assert values[5] == "on" and values[6] == "30s"
+
+
+def test_read_only_text_runs_read_only_even_for_a_writer(cases_db: str) -> None:
+    # The dba rule may write; a text the analysis calls read-only still runs in a
+    # read-only transaction, so a function that writes behind its back fails.
+    with psycopg.connect(cases_db, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION sneaky() RETURNS int LANGUAGE sql VOLATILE AS "
+                     "$$ DELETE FROM orders RETURNING 1 $$")
+    gateway = make_gateway(cases_db, dba={"functions": {"allow": ["public.sneaky"]}})
+    with pytest.raises(UpstreamError) as err:
+        run(gateway, DBA, "SELECT sneaky()")
+    assert err.value.sqlstate == "25006"  # read_only_sql_transaction
+    with psycopg.connect(cases_db) as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 2
+
+
+def test_commit_cannot_escape_read_only(cases_db: str) -> None:
+    # Even if analysis were fooled, the session-level pin keeps every transaction read-only.
+    gateway = make_gateway(cases_db)
+    with psycopg.connect(gateway.conninfo("main", rule=gateway.decider.rule_for("agent", frozenset({"ai-agents"}))),
+                         autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("COMMIT; DELETE FROM orders")
+        assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 2
+
+
+def test_masks_apply_to_values(cases_db: str) -> None:
+    gateway = make_gateway(cases_db)
+    [result] = run(gateway, AGENT, "SELECT id, email, card_number, ssn, full_name FROM customers ORDER BY id")
+    rows = result.results[0].rows
+    assert rows[0][0] == "1" and rows[0][4] == "Ada Example"
+    assert rows[0][2] == "************1111" and rows[1][2] == "************5559"
+    assert rows[0][3] == rows[1][3] == "[masked]"
+    assert rows[0][1].startswith("h:") and rows[0][1] != rows[1][1]
+    assert result.results[0].masked_columns == ["email", "card_number", "ssn"]
+    # the keyed hash is stable: the same value hashes the same in another statement
+    [again] = run(gateway, AGENT, "SELECT x.e FROM (SELECT email AS e, id FROM customers) x ORDER BY x.id")
+    assert again.results[0].rows[0][0] == rows[0][1]
+
+
+def test_expression_over_masked_column_is_redacted_whole(cases_db: str) -> None:
+    gateway = make_gateway(cases_db)
+    [result] = run(gateway, AGENT, "SELECT substr(card_number, 1, 12) AS a, row_to_json(c) AS b "
+                   "FROM customers c ORDER BY id")
+    assert result.results[0].rows == [("[masked]", "[masked]"), ("[masked]", "[masked]")]
+
+
+def test_error_quoting_masked_value_is_withheld(cases_db: str) -> None:
+    gateway = make_gateway(cases_db)
+    with pytest.raises(UpstreamError) as err:
+        run(gateway, AGENT, "SELECT card_number::bigint / 0 FROM customers")
+    assert err.value.sqlstate in ("22003", "22012")
+    assert "4111" not in err.value.message and "withheld" in err.value.message
+    with pytest.raises(UpstreamError) as err:
+        run(gateway, AGENT, "SELECT ssn::int FROM customers")
+    assert "078-05-1120" not in str(err.value.message) and err.value.sqlstate == "22P02"
+
+
+def test_detectors_catch_sensitive_values_in_unmasked_columns_and_errors(cases_db: str) -> None:
+    with psycopg.connect(cases_db, autocommit=True) as conn:
+        conn.execute("UPDATE orders SET note = 'paid with 4111 1111 1111 1111, mail zed.sentinel@example.org' "
+                     "WHERE id = 1")
+    gateway = make_gateway(cases_db)
+    [result] = run(gateway, AGENT, "SELECT note FROM orders WHERE id = 1")
+    note = result.results[0].rows[0][0]
+    assert "4111 1111 1111 1111" not in note and "zed.sentinel" not in note
+    assert note.startswith("paid with [masked:card]")
+    with pytest.raises(UpstreamError) as err:
+        run(gateway, AGENT, "SELECT note::int FROM orders WHERE id = 1")
+    assert "4111" not in err.value.message and err.value.sqlstate == "22P02"
+
+
+def test_row_limit_truncates(cases_db: str) -> None:
+    gateway = make_gateway(cases_db, **{"ai-agents": {"max_rows": 1}})
+    [result] = run(gateway, AGENT, "SELECT id FROM orders ORDER BY id")
+    assert result.results[0].rows == [("1",)] and result.results[0].truncated
+
+
+def test_cursor_and_prepared_statement_keep_their_masks(cases_db: str) -> None:
+    gateway = make_gateway(cases_db)
+    results = run(gateway, AGENT, "BEGIN", "DECLARE c CURSOR FOR SELECT card_number FROM customers ORDER BY id",
+                  "FETCH 1 FROM c", "COMMIT", "PREPARE p AS SELECT ssn FROM customers ORDER BY id", "EXECUTE p")
+    assert results[2].results[0].rows == [("************1111",)]
+    assert results[5].results[0].rows == [("[masked]",), ("[masked]",)]
+
+
+def test_unknown_cursor_and_discard_all_are_refused(cases_db: str) -> None:
+    gateway = make_gateway(cases_db)
+    for sql in ("FETCH ALL FROM elsewhere", "EXECUTE never_prepared", "DISCARD ALL", "SET ROLE postgres"):
+        with pytest.raises(StatementRefused):
+            run(gateway, AGENT, sql)
+
+
+def test_ddl_after_approval_refreshes_catalog(cases_db: str) -> None:
+    # The dba rule may run DDL directly; afterwards the new table's columns are known
+    # to the analyser, so * over it masks by position.
+    gateway = make_gateway(cases_db)
+    run(gateway, DBA, "CREATE TABLE public.cards2 AS SELECT id, full_name FROM customers")
+    assert gateway.catalog("main").resolve_relation(None, "cards2") is not None
+    verdict = gateway.decider.decide("SELECT * FROM cards2", subject="agent", groups=frozenset({"ai-agents"}),
+                                     catalog=gateway.catalog("main"))
+    assert verdict.allowed
+
+
+def test_ddl_needs_approval_and_is_not_run(cases_db: str) -> None:
+    gateway = make_gateway(cases_db)
+    with pytest.raises(StatementRefused) as refused:
+        run(gateway, AGENT, "DROP TABLE orders")
+    assert refused.value.code == "approval_required"
+    assert refused.value.verdict.approval.approvers == ("dba",)
+    with psycopg.connect(cases_db) as conn:
+        assert conn.execute("SELECT to_regclass('public.orders')").fetchone()[0] == "orders"
+
+
+def test_unreachable_target_is_a_clear_error(tmp_path: Path) -> None:
+    data = yaml.safe_load((REPO / "examples" / "public_cases.yaml").read_text())
+    data["targets"]["main"]["dsn"] = f"host={tmp_path} port=1 dbname=nothing user=nobody"
+    data["targets"]["main"].pop("password", None)
+    gateway = Gateway(parse_config(yaml.safe_dump(data), "test"))
+    with pytest.raises(GatewayError) as err:
+        gateway.refresh_catalog("main")
+    assert err.value.code == "catalog_unavailable"
+    with pytest.raises(GatewayError) as err:
+        run(gateway, AGENT, "SELECT 1")
+    assert err.value.code == "upstream_unavailable"
