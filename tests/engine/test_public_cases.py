@@ -21,13 +21,13 @@ import anyio
 import psycopg
 import pytest
 import yaml
-from support.cases import load_public_cases
 
 from pgwarden.engine.config import load_config
 from pgwarden.engine.gateway import Gateway
 from pgwarden.engine.identity import Principal
 from pgwarden.engine.session import GatewayError, Session, StatementRefused
 from pgwarden.policy.verdict import Decision
+from support.cases import load_public_cases
 
 CASES = load_public_cases().cases
 SENTINELS = ("4111111111111111", "5500005555555559", "078-05-1120", "219-09-9999",

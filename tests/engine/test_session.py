@@ -14,12 +14,15 @@ import anyio
 import psycopg
 import pytest
 import yaml
-from support.cases import load_public_cases
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pgwarden.engine.config import parse_config
 from pgwarden.engine.gateway import Gateway
 from pgwarden.engine.identity import Principal
 from pgwarden.engine.session import GatewayError, Session, StatementRefused, UpstreamError
+from support.cases import load_public_cases
+from support.sql_strategies import QUERY_SHAPES, expressions
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = Principal.local("agent", {"ai-agents"})
@@ -191,3 +194,28 @@ def test_unreachable_target_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(GatewayError) as err:
         run(gateway, AGENT, "SELECT 1")
     assert err.value.code == "upstream_unavailable"
+
+
+@given(expressions(), st.sampled_from(QUERY_SHAPES))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_generated_queries_never_return_raw_card_numbers(public_cases_db: str, expression, shape) -> None:
+    """Run generated wrappings against PostgreSQL itself: whatever comes back holds no card number."""
+    gateway = _shared_gateway(public_cases_db)
+    sql = shape[0].format(e=expression[0], a="x")
+    try:
+        [result] = run(gateway, AGENT, sql)
+    except (StatementRefused, UpstreamError) as exc:
+        assert "4111111111111111" not in exc.message and "5500005555555559" not in exc.message
+        return
+    text = "\n".join(str(v) for r in result.results for row in r.rows for v in row)
+    assert "4111111111111111" not in text and "5500005555555559" not in text, sql
+    assert "41111111" not in text.replace("*", ""), sql
+
+
+_GATEWAYS: dict[str, Gateway] = {}
+
+
+def _shared_gateway(dsn: str) -> Gateway:
+    if dsn not in _GATEWAYS:
+        _GATEWAYS[dsn] = make_gateway(dsn)
+    return _GATEWAYS[dsn]

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.policies import World
 
 from pgwarden.policy.analyser import SessionFacts, analyse
 from pgwarden.policy.catalog import builtin_catalog
 from pgwarden.policy.decision import Decider
 from pgwarden.policy.language import PolicyDocument
 from pgwarden.policy.verdict import Decision
+from support.policies import World
 
 CORPUS = sorted((Path(__file__).resolve().parents[1] / "corpus").glob("*.yaml"))
 

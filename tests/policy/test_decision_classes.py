@@ -8,9 +8,9 @@ given mask on a given output — so a regression names the class it reopened.
 from __future__ import annotations
 
 import pytest
-from support.policies import World
 
 from pgwarden.policy.verdict import Decision
+from support.policies import World
 
 W = World()
 

@@ -37,7 +37,7 @@ SENTINELS = [
     ("AKIAIOSFODNN7EXAMPLE", SECRET),
     ("ghp_" + "a1B2" * 9, SECRET),
     ("gho_" + "Z9y8" * 9, SECRET),
-    ("github_pat_11ABCDEFG0123456789_abcdefghijklmnop", SECRET),
+    ("github_pat_11ABCDEFG0123456789_abcdefXYZjklmnop", SECRET),
     ("xoxb-1234567890-abcdefghij", SECRET),
     ("xoxp-123456789012-123456789012-abcdef", SECRET),
     ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
