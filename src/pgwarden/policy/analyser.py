@@ -46,6 +46,18 @@ def analyse(sql: str, catalog, session: SessionFacts = NO_SESSION) -> Analysis:
         tree = orjson.loads(parser.parse_sql_json(sql))
     except ParseError as exc:
         return Analysis(sql, (), error=str(exc))
+    except (orjson.JSONDecodeError, RecursionError):
+        return Analysis(sql, (), error=_TOO_DEEP, error_code="too_complex")
+    try:
+        return _analyse_tree(sql, tree, catalog, session)
+    except RecursionError:
+        return Analysis(sql, (), error=_TOO_DEEP, error_code="too_complex")
+
+
+_TOO_DEEP = "the statement nests expressions or queries deeper than the gateway checks"
+
+
+def _analyse_tree(sql: str, tree: dict, catalog, session: SessionFacts) -> Analysis:
     encoded = None
     statements = []
     for raw in tree.get("stmts") or ():

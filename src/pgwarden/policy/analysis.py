@@ -148,7 +148,8 @@ class Analysis:
 
     text: str
     statements: tuple[StatementAnalysis, ...]
-    error: str | None = None  # syntax error from the parser: the string is denied whole
+    error: str | None = None  # why the text could not be analysed: the string is denied whole
+    error_code: str = "syntax_error"  # or "too_complex" (nesting deeper than the gateway walks)
 
     @property
     def ok(self) -> bool:

@@ -33,6 +33,7 @@ from .verdict import (
     Verdict,
 )
 
+MAX_TEXT_CHARS = 1 << 20  # 1 MiB of SQL text: far beyond hand-written statements
 _WRITING = frozenset({StatementClass.WRITE, StatementClass.DDL, StatementClass.ADMIN, StatementClass.LOCK})
 _ALWAYS = frozenset({StatementClass.TRANSACTION, StatementClass.SESSION})
 _DESTRUCTIVE_NODES = frozenset({"DropStmt", "TruncateStmt", "DropdbStmt", "DropRoleStmt", "DropOwnedStmt"})
@@ -91,7 +92,16 @@ class Decider:
                 "no_rule", f"no rule in the policy grants {subject!r} access"
                 + (f" to target {target!r}" if target else "") + "; ask the gateway's administrators"),),
                 policy_version=self.version)
-        analysis = analyse(sql, catalog.with_search_path(catalog.search_path), session)
+        if len(sql) > MAX_TEXT_CHARS:
+            return Verdict(Decision.DENY, rule.name, (Reason(
+                "too_large", f"the text is {len(sql)} characters; the gateway checks at most {MAX_TEXT_CHARS}. "
+                "Send smaller statements (bulk data belongs in COPY … FROM STDIN)"),), policy_version=self.version)
+        if "\x00" in sql:
+            # C strings end at NUL: the parser and the server would each see only a prefix.
+            return Verdict(Decision.DENY, rule.name, (Reason(
+                "nul_character", "the text contains a NUL character, which SQL text cannot hold; remove it"),),
+                policy_version=self.version)
+        analysis = analyse(sql, catalog, session)
         verdict = self.decide_analysis(analysis, rule=rule, masks=masks, subject=subject, catalog=catalog)
         if not any(st.execute_name or st.cursor_name for st in analysis.statements):
             self._cache[key] = verdict
@@ -104,7 +114,9 @@ class Decider:
         reasons: list[Reason] = []
         approvals: list[str] = []
         plans: list[StatementPlan] = []
-        if analysis.error is not None:
+        if analysis.error is not None and analysis.error_code == "too_complex":
+            reasons.append(Reason("too_complex", f"{analysis.error}; split it into simpler statements"))
+        elif analysis.error is not None:
             reasons.append(Reason("syntax_error", f"PostgreSQL's parser rejected the text: {analysis.error}"))
         elif not analysis.statements:
             reasons.append(Reason("empty", "the text holds no statement"))

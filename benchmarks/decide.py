@@ -1,0 +1,491 @@
+"""How much a verdict costs: ``Decider.decide`` uncached and cached, against its parser baseline.
+
+Run with ``.venv/bin/python benchmarks/decide.py`` (add ``--profile`` for a
+cProfile of the uncached OLTP path). No database is needed: the catalog and the
+policy are built in-process below, mirroring ``tests/support/policies.py`` and
+``examples/public_cases.yaml``, plus the four pgbench tables and a rule for an
+OLTP application.
+
+What is measured
+  * OLTP statements (pgbench select-only / tpcb-like with literals, a
+    primary-key lookup on customers, a small join), decided for the ``app``
+    principal (read + write on public, masks apply).
+  * The mixed corpus: every statement of tests/corpus/*.yaml plus the public
+    bypass cases (tests/data/public_cases.yaml), decided for the read-only
+    ``agent`` principal of the public cases.
+
+How the cache is defeated (UNCACHED figures)
+  Every round uses a *fresh* ``Decider`` (its verdict cache starts empty), and
+  within a round every text is distinct: OLTP texts vary their literals the way
+  pgbench does between transactions, corpus texts are de-duplicated. After each
+  round the benchmark asserts that the cache grew by exactly the number of
+  cacheable texts decided, so every timed call was a real miss. The view-lineage
+  cache (keyed by catalog version) stays warm, as it would in a running gateway.
+
+CACHED figures decide the same text again and again after one priming call and
+assert the very same Verdict object comes back and the cache did not grow.
+
+Method: time.perf_counter_ns; one warm-up round, then ROUNDS rounds, reporting
+the median of the per-round figures; the garbage collector is disabled during
+timing rounds (gc.collect() before each). Targets (from the issue): <= 25 us
+per uncached verdict for typical OLTP statements, <= 2 us cached. PASS/MISS is
+printed next to each figure; the exit status is 0 either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import math
+import os
+import platform
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import orjson
+import pglast
+import yaml
+from pglast import parser
+
+from pgwarden.policy.analyser import analyse
+from pgwarden.policy.catalog import Catalog, Column, Relation, builtin_catalog, merge
+from pgwarden.policy.decision import Decider
+from pgwarden.policy.language import PolicyDocument
+from pgwarden.policy.verdict import Decision
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS_DIR = REPO / "tests" / "corpus"
+PUBLIC_CASES = REPO / "tests" / "data" / "public_cases.yaml"
+
+ROUNDS = 7
+OLTP_TEXTS = 300  # distinct texts per OLTP statement per round
+CACHED_CALLS = 5000  # calls per OLTP statement per cached round
+CORPUS_CACHED_CALLS = 100  # calls per corpus statement per cached round
+UNCACHED_TARGET_US = 25.0
+CACHED_TARGET_US = 2.0
+
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+# -- the world: catalog and policy (stands alone; mirrors tests/support/policies.py) ---------
+
+
+def _table(schema: str, name: str, columns: list[str], oid: int, kind: str = "r",
+           view_sql: str | None = None, types: dict[str, str] | None = None) -> Relation:
+    types = types or {}
+    return Relation(schema, name, kind,
+                    tuple(Column(c, i + 1, types.get(c, "text")) for i, c in enumerate(columns)), oid, view_sql)
+
+
+def bench_catalog() -> Catalog:
+    ints = {c: "int4" for c in ("aid", "bid", "tid", "abalance", "bbalance", "tbalance", "delta")}
+    relations = [
+        # the public cases' fixture schema (tests/support/policies.py)
+        _table("public", "customers", ["id", "full_name", "email", "card_number", "ssn"], 16385),
+        _table("public", "orders", ["id", "customer_id", "amount", "note"], 16390),
+        _table("public", "secrets", ["id", "api_key"], 16400),
+        _table("billing", "invoices", ["id", "customer_id", "iban"], 16410),
+        _table("public", "customer_cards", ["id", "cc"], 16420, "v",
+               "SELECT customers.id, customers.card_number AS cc FROM public.customers"),
+        _table("public", "secret_view", ["id", "api_key"], 16430, "v",
+               "SELECT secrets.id, secrets.api_key FROM public.secrets"),
+        _table("public", "order_totals", ["customer_id", "total"], 16440, "v",
+               "SELECT orders.customer_id, sum(orders.amount) AS total FROM public.orders GROUP BY orders.customer_id"),
+        # pgbench -i
+        _table("public", "pgbench_accounts", ["aid", "bid", "abalance", "filler"], 16500, types=ints),
+        _table("public", "pgbench_branches", ["bid", "bbalance", "filler"], 16510, types=ints),
+        _table("public", "pgbench_tellers", ["tid", "bid", "tbalance", "filler"], 16520, types=ints),
+        _table("public", "pgbench_history", ["tid", "bid", "aid", "delta", "mtime", "filler"], 16530, types=ints),
+    ]
+    return merge(builtin_catalog(), relations, {"my_func": ["public"]}, search_path=["public"],
+                 version="bench-1", complete=True)
+
+
+def bench_policy() -> PolicyDocument:
+    """examples/public_cases.yaml's rules and masks, plus an OLTP application rule."""
+    return PolicyDocument.model_validate({
+        "rules": [
+            {"name": "ai-agents", "match": {"groups": ["ai-agents"]}, "target": "main",
+             "statements": {"allow": ["read"]},
+             "approval": {"required_for": ["ddl"], "approvers": ["dba"]},
+             "schemas": {"allow": ["public"], "deny": ["billing"]},
+             "tables": {"allow": ["*"], "deny": ["public.secrets"]}},
+            {"name": "oltp-app", "match": {"groups": ["app"]}, "target": "main",
+             "statements": {"allow": ["read", "write", "transaction"]},
+             "schemas": {"allow": ["public"]},
+             "tables": {"allow": ["*"], "deny": ["public.secrets"]}},
+            {"name": "dba", "match": {"groups": ["dba"]}, "target": "main",
+             "statements": {"allow": ["read", "write", "ddl", "transaction"]},
+             "schemas": {"allow": ["*"]}},
+        ],
+        "masking": {"columns": [
+            {"column": "public.customers.card_number", "strategy": "keep_last", "keep": 4},
+            {"column": "public.customers.ssn", "strategy": "redact"},
+            {"column": "public.customers.email", "strategy": "hash", "key": {"env": "PGWARDEN_MASK_KEY"}},
+        ]},
+    })
+
+
+APP = ("app", frozenset({"app"}))
+AGENT = ("agent", frozenset({"ai-agents"}))
+
+
+# -- workloads --------------------------------------------------------------------------
+
+
+def _lit(i: int, salt: int, lo: int, hi: int) -> int:
+    # deterministic, well spread, distinct for distinct i as long as OLTP_TEXTS < hi - lo
+    return lo + (i * 7919 + salt * 104729) % (hi - lo + 1)
+
+
+# (label, text for variant i). pgbench texts are exactly what the server logged
+# (tests/corpus/pgbench.yaml), with pgbench's :aid/:tid/:bid/:delta literals varied.
+OLTP: list[tuple[str, Callable[[int], str]]] = [
+    ("pgbench select-only (= tpcb SELECT)",
+     lambda i: f"SELECT abalance FROM pgbench_accounts WHERE aid = {_lit(i, 1, 1, 100000)};"),
+    ("tpcb UPDATE pgbench_accounts",
+     lambda i: f"UPDATE pgbench_accounts SET abalance = abalance + {_lit(i, 2, -5000, 5000)} "
+               f"WHERE aid = {_lit(i, 3, 1, 100000)};"),
+    ("tpcb UPDATE pgbench_tellers",
+     lambda i: f"UPDATE pgbench_tellers SET tbalance = tbalance + {_lit(i, 4, -5000, 5000)} "
+               f"WHERE tid = {_lit(i, 5, 1, 10)};"),
+    ("tpcb UPDATE pgbench_branches",
+     lambda i: f"UPDATE pgbench_branches SET bbalance = bbalance + {_lit(i, 6, -5000, 5000)} "
+               f"WHERE bid = 1;"),
+    ("tpcb INSERT pgbench_history",
+     lambda i: f"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES "
+               f"({_lit(i, 7, 1, 10)}, 1, {_lit(i, 8, 1, 100000)}, {_lit(i, 9, -5000, 5000)}, CURRENT_TIMESTAMP);"),
+    ("customers primary-key lookup",
+     lambda i: f"SELECT id, full_name, email FROM customers WHERE id = {i + 1}"),
+    ("small join orders-customers",
+     lambda i: f"SELECT o.id, o.amount, c.full_name FROM orders o JOIN customers c ON c.id = o.customer_id "
+               f"WHERE o.id = {i + 1}"),
+]
+
+
+def oltp_texts() -> list[tuple[str, list[str]]]:
+    out = []
+    for label, make in OLTP:
+        texts = [make(i) for i in range(OLTP_TEXTS)]
+        assert len(set(texts)) == len(texts), f"OLTP texts of {label!r} are not distinct"
+        out.append((label, texts))
+    return out
+
+
+def corpus() -> list[tuple[str, str]]:
+    """(source, text) for every distinct statement of tests/corpus/*.yaml and the public cases."""
+    items: list[tuple[str, str]] = []
+    for path in sorted(CORPUS_DIR.glob("*.yaml")):
+        for sql in yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)["statements"]:
+            items.append((path.stem, sql))
+    for case in yaml.load(PUBLIC_CASES.read_text(encoding="utf-8"), Loader=Loader)["cases"]:
+        items.append(("public_cases", case["sql"]))
+    seen: set[str] = set()
+    unique = []
+    for source, sql in items:
+        if sql not in seen:
+            seen.add(sql)
+            unique.append((source, sql))
+    return unique
+
+
+# -- timing helpers -----------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def rounds(run: Callable[[], object], n: int = ROUNDS) -> list:
+    """One warm-up run, then ``n`` timed runs with the GC off; returns their results."""
+    run()
+    results = []
+    for _ in range(n):
+        gc.collect()
+        gc.disable()
+        try:
+            results.append(run())
+        finally:
+            gc.enable()
+    return results
+
+
+def per_call_batch(fn: Callable[[str], object], texts: Sequence[str]) -> float:
+    """µs per call of ``fn`` over ``texts`` (one timer pair around the whole loop)."""
+    t0 = time.perf_counter_ns()
+    for text in texts:
+        fn(text)
+    return (time.perf_counter_ns() - t0) / len(texts) / 1000
+
+
+def timer_overhead_ns() -> float:
+    samples = []
+    for _ in range(20000):
+        t0 = time.perf_counter_ns()
+        t1 = time.perf_counter_ns()
+        samples.append(t1 - t0)
+    return statistics.median(samples)
+
+
+def mark(value: float, target: float) -> str:
+    return "PASS" if value <= target else "MISS"
+
+
+# -- decisions ----------------------------------------------------------------------------
+
+
+def make_decide(decider: Decider, catalog: Catalog, principal: tuple[str, frozenset[str]]):
+    subject, groups = principal
+    decide = decider.decide
+
+    def run(sql: str):
+        return decide(sql, subject=subject, groups=groups, catalog=catalog)
+    return run
+
+
+def uncached_round(policy: PolicyDocument, catalog: Catalog, texts: Sequence[str],
+                   principal=APP) -> float:
+    """Fresh Decider, every text distinct: µs per verdict, all misses (checked)."""
+    decider = Decider(policy, version="bench", cache_size=len(texts) + 16)
+    us = per_call_batch(make_decide(decider, catalog, principal), texts)
+    assert len(decider._cache) == len(texts), "uncached round: a call hit the cache"
+    return us
+
+
+def cached_round(decider: Decider, catalog: Catalog, text: str, principal=APP,
+                 calls: int = CACHED_CALLS) -> float:
+    run = make_decide(decider, catalog, principal)
+    primed = run(text)
+    size = len(decider._cache)
+    subject, groups = principal
+    decide = decider.decide
+    t0 = time.perf_counter_ns()
+    for _ in range(calls):
+        decide(text, subject=subject, groups=groups, catalog=catalog)
+    us = (time.perf_counter_ns() - t0) / calls / 1000
+    assert run(text) is primed and len(decider._cache) == size, "cached round: a call missed the cache"
+    return us
+
+
+# -- sections -----------------------------------------------------------------------------
+
+
+def header() -> None:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    print("pgwarden decision benchmark (benchmarks/decide.py)")
+    print(f"  python   {platform.python_implementation()} {sys.version.split()[0]} ({sys.executable})")
+    print(f"  pglast   {pglast.__version__} (libpg_query, PostgreSQL {'.'.join(map(str, parser.get_postgresql_version()))})"
+          f"; orjson {orjson.__version__}")
+    print(f"  machine  {platform.machine()} {platform.system()} {platform.release()}; "
+          f"cores: os.cpu_count()={os.cpu_count()}, usable={affinity}; {platform.processor() or ''}".rstrip("; "))
+    print(f"  method   perf_counter_ns; 1 warm-up + {ROUNDS} rounds, median of rounds; gc disabled during rounds")
+    print("  uncached fresh Decider per round + distinct texts per round (literals varied like pgbench);")
+    print("           cache growth asserted == texts decided, so every timed call is a real miss")
+    print(f"  cached   same text {CACHED_CALLS}x after priming; asserted same Verdict object, cache unchanged")
+    print(f"  targets  uncached OLTP <= {UNCACHED_TARGET_US:g} us, cached <= {CACHED_TARGET_US:g} us "
+          "(PASS/MISS shown; exit status 0 regardless)")
+    print(f"  timer    perf_counter_ns pair overhead ~{timer_overhead_ns():.0f} ns (only matters for per-call timings)")
+    print()
+
+
+def oltp_section(policy: PolicyDocument, catalog: Catalog) -> dict[str, float]:
+    workloads = oltp_texts()
+    print(f"(a) OLTP statements: principal 'app' (rule oltp-app), {OLTP_TEXTS} distinct texts per statement "
+          "per round")
+    # sanity: what the verdicts are
+    probe = make_decide(Decider(policy, version="probe"), catalog, APP)
+    for label, texts in workloads:
+        v = probe(texts[0])
+        masks = sum(len(p.masks) for p in v.plans)
+        assert v.decision is Decision.ALLOW, (label, v.reasons)
+        print(f"    {label:<38} -> {v.decision.value}, {masks} mask(s)   e.g. {texts[0]}")
+    print()
+
+    rows = []
+    for label, texts in workloads:
+        unc = statistics.median(rounds(lambda t=texts: uncached_round(policy, catalog, t)))
+        decider = Decider(policy, version="bench")
+        cac = statistics.median(rounds(lambda t=texts[0], d=decider: cached_round(d, catalog, t)))
+        js = statistics.median(rounds(lambda t=texts: per_call_batch(parser.parse_sql_json, t)))
+        jo = statistics.median(rounds(lambda t=texts: per_call_batch(lambda s: orjson.loads(parser.parse_sql_json(s)), t)))
+        an = statistics.median(rounds(lambda t=texts: per_call_batch(lambda s: analyse(s, catalog), t)))
+        ast = statistics.median(rounds(lambda t=texts: per_call_batch(pglast.parse_sql, t)))
+        rows.append((label, unc, cac, js, jo, an, ast))
+
+    print(f"    {'statement':<38} {'uncached':>9}      {'cached':>7}      {'parse_json':>10} {'+orjson':>8} "
+          f"{'analyse()':>9} {'parse_sql':>9}   ratios of uncached verdict")
+    print(f"    {'':<38} {'us':>9}      {'us':>7}      {'us':>10} {'us':>8} {'us':>9} {'us':>9}")
+    for label, unc, cac, js, jo, an, ast in rows:
+        print(f"    {label:<38} {unc:9.2f} {mark(unc, UNCACHED_TARGET_US)} {cac:7.3f} {mark(cac, CACHED_TARGET_US)} "
+              f"{js:10.2f} {jo:8.2f} {an:9.2f} {ast:9.2f}   {unc / js:4.1f}x parse_sql_json, {unc / ast:4.2f}x parse_sql")
+    mean = [statistics.fmean(col) for col in zip(*(r[1:] for r in rows))]
+    unc, cac, js, jo, an, ast = mean
+    print(f"    {'MEAN over the OLTP statements':<38} {unc:9.2f} {mark(unc, UNCACHED_TARGET_US)} {cac:7.3f} "
+          f"{mark(cac, CACHED_TARGET_US)} {js:10.2f} {jo:8.2f} {an:9.2f} {ast:9.2f}   "
+          f"{unc / js:4.1f}x parse_sql_json, {unc / ast:4.2f}x parse_sql")
+    print()
+    print(f"    => uncached verdict = {unc / js:.1f}x parse_sql_json alone, {unc / jo:.1f}x parse_sql_json+orjson.loads, "
+          f"{unc / ast:.2f}x pglast.parse_sql (Python AST)")
+    print(f"       of the uncached verdict: parse_sql_json {js / unc:.0%}, orjson.loads {(jo - js) / unc:.0%}, "
+          f"walk/analysis {(an - jo) / unc:.0%}, decision + cache bookkeeping {(unc - an) / unc:.0%}")
+    print(f"    => uncached OLTP mean {unc:.2f} us  [{mark(unc, UNCACHED_TARGET_US)} target <= {UNCACHED_TARGET_US:g} us]; "
+          f"worst {max(r[1] for r in rows):.2f} us [{mark(max(r[1] for r in rows), UNCACHED_TARGET_US)}]")
+    print(f"    => cached OLTP mean {cac:.3f} us  [{mark(cac, CACHED_TARGET_US)} target <= {CACHED_TARGET_US:g} us]; "
+          f"worst {max(r[2] for r in rows):.3f} us [{mark(max(r[2] for r in rows), CACHED_TARGET_US)}]")
+    print()
+    return {"uncached": unc, "cached": cac}
+
+
+def corpus_section(policy: PolicyDocument, catalog: Catalog) -> None:
+    items = corpus()
+    texts = [sql for _, sql in items]
+    by_source: dict[str, int] = {}
+    for source, _ in items:
+        by_source[source] = by_source.get(source, 0) + 1
+    print(f"(b) mixed corpus: {len(items)} distinct statements "
+          f"({', '.join(f'{k} {v}' for k, v in by_source.items())}); principal 'agent' (rule ai-agents)")
+
+    # Which texts the Decider caches at all (EXECUTE / FETCH / cursor statements are never cached).
+    d0 = Decider(policy, version="probe", cache_size=len(texts) + 16)
+    run0 = make_decide(d0, catalog, AGENT)
+    cacheable = []
+    decisions: dict[str, int] = {}
+    for sql in texts:
+        before = len(d0._cache)
+        v = run0(sql)
+        decisions[v.decision.value] = decisions.get(v.decision.value, 0) + 1
+        cacheable.append(len(d0._cache) > before)
+    n_cacheable = sum(cacheable)
+    print(f"    verdicts: {', '.join(f'{k} {v}' for k, v in sorted(decisions.items()))}; "
+          f"{len(texts) - n_cacheable} statement(s) are never cached (EXECUTE/FETCH/cursor), "
+          "left out of the cached figures")
+
+    def uncached_corpus_round() -> list[float]:
+        decider = Decider(policy, version="bench", cache_size=len(texts) + 16)
+        decide = decider.decide
+        subject, groups = AGENT
+        times = []
+        clock = time.perf_counter_ns
+        for sql in texts:
+            t0 = clock()
+            decide(sql, subject=subject, groups=groups, catalog=catalog)
+            times.append(clock() - t0)
+        assert len(decider._cache) == n_cacheable, "corpus uncached round: a call hit the cache"
+        return times
+
+    def parse_json_round() -> list[float]:
+        times = []
+        clock = time.perf_counter_ns
+        parse = parser.parse_sql_json
+        for sql in texts:
+            t0 = clock()
+            try:
+                parse(sql)
+            except parser.ParseError:
+                pass
+            times.append(clock() - t0)
+        return times
+
+    def cached_corpus_round() -> list[float | None]:
+        decider = Decider(policy, version="bench", cache_size=len(texts) + 16)
+        decide = decider.decide
+        subject, groups = AGENT
+        out: list[float | None] = []
+        clock = time.perf_counter_ns
+        for sql, ok in zip(texts, cacheable):
+            if not ok:
+                out.append(None)
+                continue
+            primed = decide(sql, subject=subject, groups=groups, catalog=catalog)
+            t0 = clock()
+            for _ in range(CORPUS_CACHED_CALLS):
+                decide(sql, subject=subject, groups=groups, catalog=catalog)
+            out.append((clock() - t0) / CORPUS_CACHED_CALLS)
+            assert decide(sql, subject=subject, groups=groups, catalog=catalog) is primed
+        assert len(decider._cache) == n_cacheable
+        return out
+
+    unc_rounds = rounds(uncached_corpus_round)
+    js_rounds = rounds(parse_json_round)
+    cac_rounds = rounds(cached_corpus_round)
+    # per statement: median over the rounds, in µs
+    unc = [statistics.median(r[i] for r in unc_rounds) / 1000 for i in range(len(texts))]
+    js = [statistics.median(r[i] for r in js_rounds) / 1000 for i in range(len(texts))]
+    cac = [statistics.median(r[i] for r in cac_rounds) / 1000 for i in range(len(texts)) if cacheable[i]]
+    ratio = [u / j for u, j in zip(unc, js)]
+
+    def line(name: str, values: list[float], fmt: str = "9.2f", extra: str = "") -> None:
+        print(f"    {name:<34} median {values and format(statistics.median(values), fmt)}  "
+              f"p95 {format(pct(values, 95), fmt)}  mean {format(statistics.fmean(values), fmt)}  "
+              f"max {format(max(values), fmt)}{extra}")
+
+    print("    per-statement cost in us (each statement: median of its rounds; single-call timings):")
+    line("uncached verdict, all", unc)
+    for source in by_source:
+        line(f"  {source}", [u for (s, _), u in zip(items, unc) if s == source])
+    line(f"cached verdict ({n_cacheable} cacheable)", cac, "9.3f",
+         f"   [{mark(statistics.median(cac), CACHED_TARGET_US)} median, "
+         f"{mark(pct(cac, 95), CACHED_TARGET_US)} p95 vs <= {CACHED_TARGET_US:g} us]")
+    line("parse_sql_json alone", js)
+    line("ratio uncached / parse_sql_json", ratio, "9.1f")
+    print(f"    whole corpus: uncached {sum(unc) / 1000:.1f} ms for {len(texts)} statements "
+          f"= {sum(unc) / sum(js):.1f}x parse_sql_json alone ({sum(js) / 1000:.1f} ms)")
+    slowest = sorted(range(len(texts)), key=lambda i: -unc[i])[:5]
+    print("    slowest uncached statements:")
+    for i in slowest:
+        text = " ".join(texts[i].split())
+        print(f"      {unc[i]:8.1f} us ({ratio[i]:4.1f}x parse_sql_json, {len(texts[i]):5d} chars) "
+              f"[{items[i][0]}] {text[:90]}")
+    print()
+
+
+def profile_section(policy: PolicyDocument, catalog: Catalog) -> None:
+    texts = [t for _, ts in oltp_texts() for t in ts]
+    decider = Decider(policy, version="profile", cache_size=len(texts) + 16)
+    run = make_decide(decider, catalog, APP)
+    for t in texts[:50]:  # warm the imports and the view cache, not the verdict cache
+        analyse(t, catalog)
+    prof = cProfile.Profile()
+    prof.enable()
+    for t in texts:
+        run(t)
+    prof.disable()
+    assert len(decider._cache) == len(texts)
+    print(f"--profile: cProfile of {len(texts)} uncached OLTP verdicts (all distinct texts, one fresh Decider); "
+          "cProfile inflates Python-level call costs")
+    for key, count in (("cumulative", 25), ("tottime", 20)):
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).strip_dirs().sort_stats(key).print_stats(count)
+        body = buf.getvalue()
+        start = body.find("   ncalls")
+        print(f"  top {count} by {key} time:")
+        print(body[start:].rstrip())
+        print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", action="store_true", help="also cProfile the uncached OLTP path")
+    args = ap.parse_args(argv)
+
+    started = time.perf_counter()
+    policy, catalog = bench_policy(), bench_catalog()
+    header()
+    oltp_section(policy, catalog)
+    corpus_section(policy, catalog)
+    if args.profile:
+        profile_section(policy, catalog)
+    print(f"total {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
