@@ -25,8 +25,10 @@ How the cache is defeated (UNCACHED figures)
 CACHED figures decide the same text again and again after one priming call and
 assert the very same Verdict object comes back and the cache did not grow.
 
-Method: time.perf_counter_ns; one warm-up round, then ROUNDS rounds, reporting
-the median of the per-round figures; the garbage collector is disabled during
+Method: time.perf_counter_ns; one warm-up round, then ROUNDS rounds, interleaved
+across everything measured in a section (so a burst of noise hits one round of
+many figures rather than all rounds of one), reporting the median of the
+per-round figures; the garbage collector is disabled during
 timing rounds (gc.collect() before each). Targets (from the issue): <= 25 us
 per uncached verdict for typical OLTP statements, <= 2 us cached. PASS/MISS is
 printed next to each figure; the exit status is 0 either way.
@@ -35,6 +37,7 @@ printed next to each figure; the exit status is 0 either way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import gc
 import io
@@ -204,17 +207,24 @@ def pct(values: Sequence[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def rounds(run: Callable[[], object], n: int = ROUNDS) -> list:
-    """One warm-up run, then ``n`` timed runs with the GC off; returns their results."""
-    run()
-    results = []
+def rounds(tasks: Sequence[Callable[[], object]], n: int = ROUNDS) -> list[list]:
+    """One warm-up run of each task, then ``n`` rounds, each running every task once with the GC off.
+
+    Rounds are interleaved (task 1, task 2, …, task 1, task 2, …) so that a burst of noise
+    on a shared machine lands in one round of several tasks, not in every round of one
+    task; the median of rounds then drops it. Returns each task's ``n`` results.
+    """
+    for run in tasks:
+        run()
+    results: list[list] = [[] for _ in tasks]
     for _ in range(n):
-        gc.collect()
-        gc.disable()
-        try:
-            results.append(run())
-        finally:
-            gc.enable()
+        for run, out in zip(tasks, results, strict=True):
+            gc.collect()
+            gc.disable()
+            try:
+                out.append(run())
+            finally:
+                gc.enable()
     return results
 
 
@@ -278,6 +288,17 @@ def cached_round(decider: Decider, catalog: Catalog, text: str, principal=APP,
 # -- sections -----------------------------------------------------------------------------
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown cpu"
+
+
 def header() -> None:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     print("pgwarden decision benchmark (benchmarks/decide.py)")
@@ -285,8 +306,8 @@ def header() -> None:
     print(f"  pglast   {pglast.__version__} (libpg_query, PostgreSQL {'.'.join(map(str, parser.get_postgresql_version()))})"
           f"; orjson {orjson.__version__}")
     print(f"  machine  {platform.machine()} {platform.system()} {platform.release()}; "
-          f"cores: os.cpu_count()={os.cpu_count()}, usable={affinity}; {platform.processor() or ''}".rstrip("; "))
-    print(f"  method   perf_counter_ns; 1 warm-up + {ROUNDS} rounds, median of rounds; gc disabled during rounds")
+          f"{cpu_model()}; cores: os.cpu_count()={os.cpu_count()}, usable={affinity}")
+    print(f"  method   perf_counter_ns; 1 warm-up + {ROUNDS} rounds, rounds interleaved, median of rounds; gc disabled during rounds")
     print("  uncached fresh Decider per round + distinct texts per round (literals varied like pgbench);")
     print("           cache growth asserted == texts decided, so every timed call is a real miss")
     print(f"  cached   same text {CACHED_CALLS}x after priming; asserted same Verdict object, cache unchanged")
@@ -309,16 +330,26 @@ def oltp_section(policy: PolicyDocument, catalog: Catalog) -> dict[str, float]:
         print(f"    {label:<38} -> {v.decision.value}, {masks} mask(s)   e.g. {texts[0]}")
     print()
 
-    rows = []
-    for label, texts in workloads:
-        unc = statistics.median(rounds(lambda t=texts: uncached_round(policy, catalog, t)))
+    def parse_then_loads(sql: str):
+        return orjson.loads(parser.parse_sql_json(sql))
+
+    def analyse_only(sql: str):
+        return analyse(sql, catalog)
+
+    # per statement: uncached verdict, cached verdict, then the baselines on the same texts
+    tasks: list[Callable[[], float]] = []
+    for _, texts in workloads:
         decider = Decider(policy, version="bench")
-        cac = statistics.median(rounds(lambda t=texts[0], d=decider: cached_round(d, catalog, t)))
-        js = statistics.median(rounds(lambda t=texts: per_call_batch(parser.parse_sql_json, t)))
-        jo = statistics.median(rounds(lambda t=texts: per_call_batch(lambda s: orjson.loads(parser.parse_sql_json(s)), t)))
-        an = statistics.median(rounds(lambda t=texts: per_call_batch(lambda s: analyse(s, catalog), t)))
-        ast = statistics.median(rounds(lambda t=texts: per_call_batch(pglast.parse_sql, t)))
-        rows.append((label, unc, cac, js, jo, an, ast))
+        tasks += [
+            lambda t=texts: uncached_round(policy, catalog, t),
+            lambda t=texts[0], d=decider: cached_round(d, catalog, t),
+            lambda t=texts: per_call_batch(parser.parse_sql_json, t),
+            lambda t=texts: per_call_batch(parse_then_loads, t),
+            lambda t=texts: per_call_batch(analyse_only, t),
+            lambda t=texts: per_call_batch(pglast.parse_sql, t),
+        ]
+    medians = [statistics.median(r) for r in rounds(tasks)]
+    rows = [(label, *medians[6 * i:6 * i + 6]) for i, (label, _) in enumerate(workloads)]
 
     print(f"    {'statement':<38} {'uncached':>9}      {'cached':>7}      {'parse_json':>10} {'+orjson':>8} "
           f"{'analyse()':>9} {'parse_sql':>9}   ratios of uncached verdict")
@@ -326,7 +357,7 @@ def oltp_section(policy: PolicyDocument, catalog: Catalog) -> dict[str, float]:
     for label, unc, cac, js, jo, an, ast in rows:
         print(f"    {label:<38} {unc:9.2f} {mark(unc, UNCACHED_TARGET_US)} {cac:7.3f} {mark(cac, CACHED_TARGET_US)} "
               f"{js:10.2f} {jo:8.2f} {an:9.2f} {ast:9.2f}   {unc / js:4.1f}x parse_sql_json, {unc / ast:4.2f}x parse_sql")
-    mean = [statistics.fmean(col) for col in zip(*(r[1:] for r in rows))]
+    mean = [statistics.fmean(col) for col in zip(*(r[1:] for r in rows), strict=True)]
     unc, cac, js, jo, an, ast = mean
     print(f"    {'MEAN over the OLTP statements':<38} {unc:9.2f} {mark(unc, UNCACHED_TARGET_US)} {cac:7.3f} "
           f"{mark(cac, CACHED_TARGET_US)} {js:10.2f} {jo:8.2f} {an:9.2f} {ast:9.2f}   "
@@ -387,10 +418,8 @@ def corpus_section(policy: PolicyDocument, catalog: Catalog) -> None:
         parse = parser.parse_sql_json
         for sql in texts:
             t0 = clock()
-            try:
+            with contextlib.suppress(parser.ParseError):
                 parse(sql)
-            except parser.ParseError:
-                pass
             times.append(clock() - t0)
         return times
 
@@ -400,7 +429,7 @@ def corpus_section(policy: PolicyDocument, catalog: Catalog) -> None:
         subject, groups = AGENT
         out: list[float | None] = []
         clock = time.perf_counter_ns
-        for sql, ok in zip(texts, cacheable):
+        for sql, ok in zip(texts, cacheable, strict=True):
             if not ok:
                 out.append(None)
                 continue
@@ -413,24 +442,22 @@ def corpus_section(policy: PolicyDocument, catalog: Catalog) -> None:
         assert len(decider._cache) == n_cacheable
         return out
 
-    unc_rounds = rounds(uncached_corpus_round)
-    js_rounds = rounds(parse_json_round)
-    cac_rounds = rounds(cached_corpus_round)
+    unc_rounds, js_rounds, cac_rounds = rounds([uncached_corpus_round, parse_json_round, cached_corpus_round])
     # per statement: median over the rounds, in µs
     unc = [statistics.median(r[i] for r in unc_rounds) / 1000 for i in range(len(texts))]
     js = [statistics.median(r[i] for r in js_rounds) / 1000 for i in range(len(texts))]
     cac = [statistics.median(r[i] for r in cac_rounds) / 1000 for i in range(len(texts)) if cacheable[i]]
-    ratio = [u / j for u, j in zip(unc, js)]
+    ratio = [u / j for u, j in zip(unc, js, strict=True)]
 
     def line(name: str, values: list[float], fmt: str = "9.2f", extra: str = "") -> None:
-        print(f"    {name:<34} median {values and format(statistics.median(values), fmt)}  "
+        print(f"    {name:<34} median {format(statistics.median(values), fmt)}  "
               f"p95 {format(pct(values, 95), fmt)}  mean {format(statistics.fmean(values), fmt)}  "
               f"max {format(max(values), fmt)}{extra}")
 
     print("    per-statement cost in us (each statement: median of its rounds; single-call timings):")
     line("uncached verdict, all", unc)
     for source in by_source:
-        line(f"  {source}", [u for (s, _), u in zip(items, unc) if s == source])
+        line(f"  {source}", [u for (s, _), u in zip(items, unc, strict=True) if s == source])
     line(f"cached verdict ({n_cacheable} cacheable)", cac, "9.3f",
          f"   [{mark(statistics.median(cac), CACHED_TARGET_US)} median, "
          f"{mark(pct(cac, 95), CACHED_TARGET_US)} p95 vs <= {CACHED_TARGET_US:g} us]")

@@ -134,6 +134,12 @@ DENY = [
     ("COPY customers TO STDOUT", "copy_masked"),
     ("COPY customers (card_number) TO STDOUT", "copy_masked"),
     ("COPY (SELECT card_number AS x FROM customers) TO STDOUT WITH (FORMAT csv)", "copy_masked"),
+    # outputs whose column count the analysis cannot know carry masked data
+    ("SELECT * FROM unnest((SELECT array_agg(email) FROM customers))", "unknown_columns"),
+    ("SELECT * FROM json_populate_record(null::customers, (SELECT row_to_json(c) FROM customers c LIMIT 1))",
+     "unknown_columns"),
+    ("SELECT (c).* FROM customers c", "unknown_columns"),
+    ("SELECT * FROM unnest(ARRAY[(SELECT c FROM customers c LIMIT 1)])", "unknown_columns"),
     # functions that are not built in
     ("SELECT my_func(1)", "function_not_allowed"),
     ("SELECT public.my_func(card_number) FROM customers", "function_not_allowed"),
@@ -203,7 +209,10 @@ MASKED = [
     ("SELECT json_build_object('k', card_number) FROM customers", 0, "redact", True),
     ("SELECT xmlelement(name x, ssn) FROM customers", 0, "redact", True),
     ("SELECT v FROM customers c CROSS JOIN LATERAL unnest(ARRAY[c.ssn]) AS u(v)", 0, "redact", True),
-    ("SELECT * FROM unnest((SELECT array_agg(email) FROM customers))", 0, "redact", True),
+    ("SELECT * FROM json_to_record((SELECT row_to_json(c) FROM customers c LIMIT 1)) AS t(card_number text)",
+     0, "redact", True),
+    ("SELECT r.card_number FROM json_populate_record(null::customers, (SELECT row_to_json(c) FROM customers c "
+     "LIMIT 1)) r", 0, "redact", True),
     ("SELECT t.v FROM customers c, LATERAL (SELECT c.card_number AS v) t", 0, "keep_last", False),
     ("SELECT note FROM orders UNION ALL SELECT card_number FROM customers", 0, "keep_last", False),
     ("SELECT id, note FROM orders UNION SELECT id, ssn FROM customers", 1, "redact", False),

@@ -206,6 +206,9 @@ class Session:
         if plan is None:
             raise GatewayError("result_shape_mismatch", "PostgreSQL returned more results than the analysis "
                                "predicted; the result is withheld")
+        if plan.width is not None and plan.width != width:
+            raise GatewayError("result_shape_mismatch", f"PostgreSQL returned {width} columns where the analysis "
+                               f"predicted {plan.width}; the result is withheld")
         res = cur.pgresult
         for action in plan.masks:
             if action.position >= width:

@@ -42,6 +42,7 @@ class Value:
     plain: bool
     whole_row: bool = False
     origin: tuple[int, int] | None = None
+    expands: bool = False  # stands for an unknown number of output columns (``*`` over a function)
 
 
 EMPTY = Value(frozenset(), plain=False)
@@ -74,6 +75,7 @@ class Entry:
     parts: list[Entry] | None = None  # a join: its two sides
     using: list[tuple[str, Value]] | None = None  # a join: merged USING / NATURAL columns
     system_columns: bool = False  # a table: tableoid, ctid, xmin… may be referenced
+    width_unknown: bool = False  # names known (aliases), but the column count may be larger
 
     @property
     def known(self) -> bool:
@@ -108,6 +110,11 @@ class Entry:
         return None
 
     def all_columns(self) -> list[tuple[str, Value]]:
+        if self.width_unknown:
+            # Aliases name the first columns exactly; more may follow, how many is unknown.
+            merged = union([v for _, v in self.columns or ()])
+            return [*(self.columns or ()),
+                    ("?column?", Value(merged.sources, plain=False, whole_row=True, expands=True))]
         if self.parts is not None:
             merged = {n for n, _ in self.using or ()}
             out = list(self.using or ())
@@ -118,9 +125,11 @@ class Entry:
             return self.columns
         if self.open_table is not None:
             schema, table = self.open_table
-            return [(WILDCARD, Value(frozenset({ColumnId(schema, table, WILDCARD)}), plain=True, whole_row=True))]
+            return [(WILDCARD, Value(frozenset({ColumnId(schema, table, WILDCARD)}), plain=False, whole_row=True,
+                                     expands=True))]
         if self.open_value is not None:
-            return [("?column?", union([self.open_value]))]
+            merged = union([self.open_value])
+            return [("?column?", Value(merged.sources, plain=False, whole_row=True, expands=True))]
         return []
 
     def whole_row(self) -> Value:
@@ -519,17 +528,28 @@ class QueryWalker:
     def range_function(self, node: Node, scope: Scope) -> Entry:
         values = []
         names = []
+        widths: list[int | None] = []
         for item in node.get("functions") or ():
             parts = (item.get("List") or {}).get("items") or []
             if parts:
                 values.append(self.expression(parts[0], scope))
                 names.append(_figure_name(parts[0]) or "?column?")
+                coldefs = [c for c in (parts[1] if len(parts) > 1 and isinstance(parts[1], list) else ())]
+                widths.append(len(coldefs) if coldefs else _known_width(parts[0]))
         value = union(values)
         alias = node.get("alias") or {}
-        colnames = _strings(alias.get("colnames"))
+        coldefs = [(c.get("ColumnDef") or {}).get("colname", "?column?") for c in node.get("coldeflist") or ()]
+        colnames = _strings(alias.get("colnames")) or coldefs
         entry_name = alias.get("aliasname") or (names[0] if names else None)
+        width = len(coldefs) if coldefs else (sum(widths) if None not in widths else None)  # type: ignore[arg-type]
+        if node.get("ordinality") and width is not None:
+            width += 1
+        if width is not None:
+            default = [names[0]] if width == 1 and names else [f"column{i + 1}" for i in range(width)]
+            cols = [(colnames[i] if i < len(colnames) else default[i], value) for i in range(width)]
+            return Entry(entry_name, columns=cols)
         if colnames:
-            return Entry(entry_name, columns=[(c, value) for c in colnames])
+            return Entry(entry_name, columns=[(c, value) for c in colnames], width_unknown=True)
         return Entry(entry_name, open_value=value)
 
     # -- target lists ----------------------------------------------------------------
@@ -545,6 +565,12 @@ class QueryWalker:
                 if fields and fields[-1] == WILDCARD:
                     outputs.extend(self.star(fields[:-1], scope))
                     continue
+            indirection = (val.get("A_Indirection") or {}).get("indirection") or []
+            if indirection and "A_Star" in indirection[-1]:
+                # (composite).* expands to as many columns as the composite has
+                merged = self.expression(val, scope)
+                outputs.append(("?column?", Value(merged.sources, plain=False, whole_row=True, expands=True)))
+                continue
             outputs.append((output_name(target), self.expression(val, scope)))
         return outputs
 
@@ -707,6 +733,27 @@ def _as_hidden(entry: Entry) -> Entry:
     return replace(entry, hidden=True)
 
 
+# Set-returning functions that always return exactly one column, whatever their arguments.
+# (unnest is not one: unnest of a composite array, or with several arrays, returns several.)
+_SINGLE_COLUMN_FUNCTIONS = frozenset({
+    "generate_series", "generate_subscripts", "regexp_split_to_table", "string_to_table",
+    "json_array_elements", "json_array_elements_text", "jsonb_array_elements", "jsonb_array_elements_text",
+    "json_object_keys", "jsonb_object_keys", "jsonb_path_query", "regexp_matches",
+})
+
+
+def _known_width(call: Node) -> int | None:
+    func = call.get("FuncCall") if isinstance(call, dict) else None
+    if func is None:
+        return None
+    names = _strings(func.get("funcname"))
+    if names and names[-1] in _SINGLE_COLUMN_FUNCTIONS and (len(names) == 1 or names[0] == "pg_catalog"):
+        return 1
+    if names and names[-1] in ("json_each", "jsonb_each", "json_each_text", "jsonb_each_text"):
+        return 2
+    return None
+
+
 def _rename(cols: list[tuple[str, Value]], names: list[str]) -> list[tuple[str, Value]]:
     if not names:
         return cols
@@ -781,4 +828,4 @@ class ViewLineage:
 
 
 def to_outputs(cols: list[tuple[str, Value]]) -> tuple[OutputColumn, ...]:
-    return tuple(OutputColumn(n, v.sources, v.plain, v.whole_row, v.origin) for n, v in cols)
+    return tuple(OutputColumn(n, v.sources, v.plain, v.whole_row, v.origin, v.expands) for n, v in cols)

@@ -94,6 +94,7 @@ class OutputColumn:
     plain: bool
     whole_row: bool = False
     origin: tuple[int, int] | None = None
+    expands: bool = False  # stands for an unknown number of columns: positions after it are unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +139,21 @@ class StatementAnalysis:
     extras: dict[str, object] = field(default_factory=dict, compare=False)
 
     @property
+    def width(self) -> int | None:
+        """How many columns the result has, when the analysis knows exactly (None otherwise)."""
+        if self.node not in _RESULT_NODES or any(o.expands for o in self.outputs):
+            return None
+        if self.node in ("FetchStmt", "ExecuteStmt") and not self.outputs:
+            return None
+        return len(self.outputs)
+
+    @property
     def executes(self) -> bool:
         return self.node != "ExplainStmt" or self.explain_analyze
+
+
+_RESULT_NODES = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "FetchStmt",
+                           "ExecuteStmt"})
 
 
 @dataclass(frozen=True)

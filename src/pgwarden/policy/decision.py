@@ -125,7 +125,7 @@ class Decider:
             check.run(st)
             reasons.extend(check.denials)
             approvals.extend(check.approvals)
-            plans.append(StatementPlan(index, st.command_tag, tuple(check.masks), check.scrub_errors))
+            plans.append(StatementPlan(index, st.command_tag, tuple(check.masks), check.scrub_errors, st.width))
         writes = any(st.classes & _WRITING for st in analysis.statements)
         settings = PinnedSettings(
             read_only=not writes,
@@ -407,7 +407,9 @@ class _StatementCheck:
             return
         masking = self.policy.masking
         touched = False
+        shifted = False  # an earlier output expanded to an unknown number of columns
         for position, out in enumerate(st.outputs):
+            after_unknown, shifted = shifted, shifted or out.expands
             found: list[tuple[ColumnId, ColumnMask]] = []
             for source in out.sources:
                 if source.column == "*":
@@ -422,6 +424,11 @@ class _StatementCheck:
             if not found:
                 continue
             touched = True
+            if out.expands or after_unknown:
+                self.deny("unknown_columns", f"cannot tell how many columns output {position + 1} expands to, "
+                          f"so masks for {source_list(found)} cannot be placed; select named columns, or give "
+                          "set-returning functions a column definition list")
+                continue
             source, mask = min(found)
             same = all(m is mask for _, m in found)
             if out.plain and same and not out.whole_row:
@@ -454,6 +461,10 @@ class _StatementCheck:
         if column.column == "*":
             return self.mask_set.may_cover_table(column.schema, column.table)
         return self.mask_set.find(column) is not None
+
+
+def source_list(found: list[tuple[ColumnId, ColumnMask]]) -> str:
+    return ", ".join(sorted({str(c) for c, _ in found}))
 
 
 def _approval_hint(rule: Rule) -> str:

@@ -61,9 +61,12 @@ class StatementPlan:
     # Errors and notices raised while this statement runs may quote masked
     # values (``card_number::int``): the engine withholds their text.
     scrub_errors: bool = False
+    # Columns the result must have; a result of another width is withheld, since
+    # mask positions would no longer line up. None: not known (no masks then).
+    width: int | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {"index": self.index, "command_tag": self.command_tag,
+        return {"index": self.index, "command_tag": self.command_tag, "width": self.width,
                 "masks": [m.as_dict() for m in self.masks], "scrub_errors": self.scrub_errors}
 
 
