@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from support.policies import World
-
 from pgwarden.audit import schema
+from support.policies import World
 
 
 def test_verdict_attributes_describe_the_decision() -> None:

@@ -219,3 +219,24 @@ def _shared_gateway(dsn: str) -> Gateway:
     if dsn not in _GATEWAYS:
         _GATEWAYS[dsn] = make_gateway(dsn)
     return _GATEWAYS[dsn]
+
+
+def test_partitions_and_children_inherit_masks_and_denials(make_db) -> None:
+    dsn = make_db(load_public_cases().fixture_sql + """
+        CREATE TABLE cards (id int, card_number text) PARTITION BY RANGE (id);
+        CREATE TABLE cards_low PARTITION OF cards FOR VALUES FROM (0) TO (100);
+        INSERT INTO cards VALUES (1, '4111111111111111');
+        CREATE TABLE secrets_archive () INHERITS (secrets);
+        INSERT INTO secrets_archive VALUES (2, 'sk_live_SENTINEL123');
+    """)
+    data = yaml.safe_load((REPO / "examples" / "public_cases.yaml").read_text())
+    data["targets"]["main"]["dsn"] = dsn
+    data["targets"]["main"].pop("password", None)
+    data["masking"]["columns"].append({"column": "public.cards.card_number", "strategy": "keep_last"})
+    gateway = Gateway(parse_config(yaml.safe_dump(data), "test", base_dir=REPO / "examples"))
+    gateway.refresh_catalog("main")
+    [result] = run(gateway, AGENT, "SELECT * FROM cards_low")
+    assert result.results[0].rows == [("1", "************1111")]
+    with pytest.raises(StatementRefused) as refused:
+        run(gateway, AGENT, "SELECT * FROM secrets_archive")
+    assert refused.value.code == "table_denied"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.policies import World
 
 from pgwarden.policy.verdict import Decision
+from support.policies import World
 
 W = World()
 

@@ -44,7 +44,8 @@ PIN_SESSION_SQL = (
     " pg_catalog.set_config('quote_all_identifiers', 'off', true)"
 )
 
-# One row per table-like relation: schema, name, relkind, oid, view_sql, column names, attnums, types.
+# One row per table-like relation: schema, name, relkind, oid, view_sql, column names, attnums, types,
+# ancestors ('schema.table' of every inheritance parent / partitioned table above it).
 RELATIONS_SQL = """
 SELECT CASE WHEN n.oid = pg_catalog.pg_my_temp_schema() THEN 'pg_temp' ELSE n.nspname::text END,
        c.relname::text,
@@ -52,7 +53,7 @@ SELECT CASE WHEN n.oid = pg_catalog.pg_my_temp_schema() THEN 'pg_temp' ELSE n.ns
        c.oid::int8,
        CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             THEN pg_catalog.pg_get_viewdef(c.oid) END,
-       a.names, a.nums, a.types
+       a.names, a.nums, a.types, h.ancestors
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN LATERAL (
@@ -62,6 +63,18 @@ LEFT JOIN LATERAL (
     FROM pg_catalog.pg_attribute att
     WHERE att.attrelid = c.oid AND att.attnum > 0 AND NOT att.attisdropped
 ) a ON true
+LEFT JOIN LATERAL (
+    -- every table this one inherits from or is a partition of, transitively: masks and deny
+    -- lists written for a parent hold for its children
+    WITH RECURSIVE up(oid) AS (
+        SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
+        UNION
+        SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.oid
+    )
+    SELECT pg_catalog.array_agg(pn.nspname::text || '.' || pc.relname::text ORDER BY pc.oid) AS ancestors
+    FROM up JOIN pg_catalog.pg_class pc ON pc.oid = up.oid
+    JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
+) h ON true
 WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
   AND NOT pg_catalog.pg_is_other_temp_schema(n.oid)
 ORDER BY 1, 2
@@ -79,7 +92,8 @@ GROUP BY p.proname
 ORDER BY 1
 """
 
-RelationRow = tuple[str, str, str, int, str | None, list[str] | None, list[int] | None, list[str] | None]
+RelationRow = tuple[str, str, str, int, str | None, list[str] | None, list[int] | None, list[str] | None,
+                    list[str] | None]
 FunctionRow = tuple[str, list[str]]
 
 
@@ -126,8 +140,9 @@ def relations_from_rows(rows: Iterable[RelationRow]) -> list[Relation]:
         Relation(
             schema=schema, name=name, kind=kind, oid=oid, view_sql=view_sql,
             columns=tuple(Column(*col) for col in zip(names or (), nums or (), types or (), strict=True)),
+            ancestors=tuple(ancestors or ()),
         )
-        for schema, name, kind, oid, view_sql, names, nums, types in rows
+        for schema, name, kind, oid, view_sql, names, nums, types, ancestors in rows
     ]
 
 

@@ -281,9 +281,15 @@ class QueryWalker:
         if rel.is_view and access in (Access.READ, Access.PLAN):
             cols = self.views.columns(rel, self)
         else:
+            parents = [tuple(a.split(".", 1)) for a in rel.ancestors]
+            for schema_, name_ in parents:
+                # A partition or child table holds its parent's rows: the parent's deny lists hold.
+                self.facts.relations.append(RelationAccess(schema_, name_, access, True,
+                                                           f"{rel.qualified} (inherits)", "r"))
             cols = [
-                (c.name, Value(frozenset({ColumnId(rel.schema, rel.name, c.name)}), plain=True,
-                               origin=(rel.oid, c.attnum) if rel.oid else None))
+                (c.name, Value(frozenset({ColumnId(rel.schema, rel.name, c.name)}
+                                         | {ColumnId(ps, pn, c.name) for ps, pn in parents}),
+                               plain=True, origin=(rel.oid, c.attnum) if rel.oid else None))
                 for c in rel.columns
             ]
         return Entry(alias or rel.name, schema=None if alias else rel.schema, columns=_rename(cols, colaliases),

@@ -41,6 +41,7 @@ class Relation:
     columns: tuple[Column, ...]
     oid: int = 0
     view_sql: str | None = None  # pg_get_viewdef() for views and materialized views
+    ancestors: tuple[str, ...] = ()  # 'schema.table' of inheritance parents / partitioned tables above
 
     @property
     def qualified(self) -> str:

@@ -274,8 +274,8 @@ class _StatementCheck:
                 # checked on the view itself.
                 for schema in schemas:
                     if rule.schemas.denies(schema) or rule.tables.denies(f"{schema}.{rel.name}"):
-                        self.deny("table_denied", f"view {rel.via_view} reads {schema}.{rel.name}, which rule "
-                                  f"{rule.name!r} denies")
+                        self.deny("table_denied", f"{schema}.{rel.name}, which rule {rule.name!r} denies, "
+                                  f"is read through {rel.via_view}")
                 continue
             for schema in schemas:
                 qualified = f"{schema}.{rel.name}"
