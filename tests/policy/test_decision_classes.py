@@ -343,3 +343,25 @@ def test_verdict_cache_is_exact_text_and_per_principal() -> None:
     assert w.decide("SELECT current_setting('work_mem')").decision is Decision.ALLOW
     assert w.decide("SELECT set_config('role', 'postgres', false)").decision is Decision.DENY
     assert w.decide("SELECT set_config('work_mem', '1MB', false)").decision is Decision.ALLOW
+
+
+def test_shape_cache_serves_new_literals_but_never_literal_dependent_verdicts() -> None:
+    w = World()
+    first = w.decide("SELECT id, card_number FROM customers WHERE id = 1")
+    assert w.decide("SELECT id, card_number FROM customers WHERE id = 2") is first  # same shape
+    # verdicts that looked at a literal are never reused for other literals
+    assert w.decide("SELECT set_config('TimeZone', 'UTC', false)").decision is Decision.ALLOW
+    assert w.decide("SELECT set_config('role', 'postgres', false)").decision is Decision.DENY
+    assert w.decide("SET search_path TO public").decision is Decision.ALLOW
+    assert w.decide("SET search_path TO billing").decision is Decision.DENY
+    assert w.decide("SET statement_timeout = '5s'").decision is Decision.ALLOW
+    assert w.decide("SET statement_timeout = '0'").decision is Decision.DENY
+    dba = World()
+    assert dba.decide("DELETE FROM orders WHERE 1 = 2", "d", ["dba"]).reasons[0].code == "missing_where"
+    assert dba.decide("DELETE FROM orders WHERE id = 2", "d", ["dba"]).decision is Decision.ALLOW
+    assert dba.decide("DELETE FROM orders WHERE 1 = 1", "d", ["dba"]).reasons[0].code == "missing_where"
+    # a client's own $n parameters are not literals: exact text only
+    assert dba.decide("DELETE FROM orders WHERE $1 = $2", "d", ["dba"]).reasons[0].code == "missing_where"
+    # ORDER BY positions are part of the shape
+    assert w.decide("SELECT full_name, email FROM customers ORDER BY 1").decision is Decision.ALLOW
+    assert w.decide("SELECT full_name, email FROM customers ORDER BY 2").reasons[0].code == "masked_predicate"

@@ -31,6 +31,9 @@ from .catalog import Catalog, Relation
 
 Node = dict[str, Any]
 WILDCARD = "*"
+# Keys whose values hold no column, function or sub-query: the walk skips them.
+_LEAVES = frozenset({"location", "A_Const", "TypeName", "typeName", "ParamRef", "String", "Integer", "Float",
+                     "Boolean", "funcname", "name", "opname", "kind", "funcformat", "limitOption", "op"})
 SYSTEM_COLUMNS = frozenset({"tableoid", "ctid", "xmin", "xmax", "cmin", "cmax"})
 
 
@@ -154,7 +157,7 @@ class Scope:
         return None
 
 
-@dataclass
+@dataclass(slots=True)
 class Facts:
     """Accumulated facts of one top-level statement (mutable while walking)."""
 
@@ -281,17 +284,12 @@ class QueryWalker:
         if rel.is_view and access in (Access.READ, Access.PLAN):
             cols = self.views.columns(rel, self)
         else:
-            parents = [tuple(a.split(".", 1)) for a in rel.ancestors]
-            for schema_, name_ in parents:
+            for ancestor in rel.ancestors:
                 # A partition or child table holds its parent's rows: the parent's deny lists hold.
+                schema_, name_ = ancestor.split(".", 1)
                 self.facts.relations.append(RelationAccess(schema_, name_, access, True,
                                                            f"{rel.qualified} (inherits)", "r"))
-            cols = [
-                (c.name, Value(frozenset({ColumnId(rel.schema, rel.name, c.name)}
-                                         | {ColumnId(ps, pn, c.name) for ps, pn in parents}),
-                               plain=True, origin=(rel.oid, c.attnum) if rel.oid else None))
-                for c in rel.columns
-            ]
+            cols = self.views.table_columns(rel, self.catalog.version)
         return Entry(alias or rel.name, schema=None if alias else rel.schema, columns=_rename(cols, colaliases),
                      system_columns=rel.kind in ("r", "p", "m", "f"))
 
@@ -598,6 +596,16 @@ class QueryWalker:
     def predicates(self, node: Any, scope: Scope, outputs: list[tuple[str, Value]] | None = None) -> None:
         if not node:
             return
+        if outputs is not None and isinstance(node, list):
+            # ORDER BY / GROUP BY items; an integer names an output column by position.
+            for item in node:
+                expr = (item.get("SortBy") or {}).get("node", item) if isinstance(item, dict) else item
+                position = _integer_constant(expr)
+                if position is not None and 0 < position <= len(outputs):
+                    self.facts.predicate_sources |= outputs[position - 1][1].sources
+                else:
+                    self.facts.predicate_sources |= self.expression(item, scope, outputs=outputs).sources
+            return
         value = self.expression(node, scope, outputs=outputs)
         self.facts.predicate_sources |= value.sources
 
@@ -639,8 +647,7 @@ class QueryWalker:
             elif key == "RangeVar":
                 self.facts.unknown.append("relation reference inside an expression")
                 self.note_relation(value.get("schemaname"), value.get("relname", ""), Access.READ)
-            elif key in ("location", "A_Const", "TypeName", "typeName", "ParamRef", "String", "Integer",
-                         "Float", "Boolean", "funcname", "name", "opname"):
+            elif key in _LEAVES:
                 continue
             elif isinstance(value, (dict, list)):
                 self._walk(value, scope, found, outputs)
@@ -767,17 +774,28 @@ def _rename(cols: list[tuple[str, Value]], names: list[str]) -> list[tuple[str, 
     return out
 
 
+def _integer_constant(node: Any) -> int | None:
+    const = node.get("A_Const") if isinstance(node, dict) else None
+    if const is None or "ival" not in const:
+        return None
+    return int(const["ival"].get("ival", 0))
+
+
 def _is_column_ref(node: Any) -> bool:
     return isinstance(node, dict) and "ColumnRef" in node
 
 
 def _is_constant(node: Any) -> bool:
-    """True when a WHERE clause refers to no column at all (``WHERE true``, ``WHERE 1 = 1``)."""
+    """True when a WHERE clause refers to no column at all.
+
+    ``WHERE true``, ``WHERE 1 = 1``, ``WHERE $1 = $2`` or ``WHERE random() < 0.5``
+    do not name rows: they touch all of them, none, or a random share.
+    """
     stack = [node]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            if "ColumnRef" in item or "SubLink" in item or "FuncCall" in item or "ParamRef" in item:
+            if "ColumnRef" in item:
                 return False
             stack.extend(item.values())
         elif isinstance(item, list):
@@ -792,6 +810,28 @@ class ViewLineage:
         self._cache: dict[tuple[str, str, str], tuple[list[tuple[str, Value]], list[RelationAccess],
                                                       list[FunctionCall]]] = {}
         self._active: set[tuple[str, str]] = set()
+        self._tables: dict[tuple[str, str, str], list[tuple[str, Value]]] = {}
+
+    def table_columns(self, rel: Relation, version: str) -> list[tuple[str, Value]]:
+        """A base table's columns as lineage values, built once per catalog version.
+
+        Values are never mutated after creation, so sharing them between
+        analyses is safe; the list itself is copied for each use.
+        """
+        key = (version, rel.schema, rel.name)
+        cols = self._tables.get(key)
+        if cols is None:
+            parents = [tuple(a.split(".", 1)) for a in rel.ancestors]
+            cols = [
+                (c.name, Value(frozenset({ColumnId(rel.schema, rel.name, c.name)}
+                                         | {ColumnId(ps, pn, c.name) for ps, pn in parents}),
+                               plain=True, origin=(rel.oid, c.attnum) if rel.oid else None))
+                for c in rel.columns
+            ]
+            if len(self._tables) > 50_000:
+                self._tables.clear()
+            self._tables[key] = cols
+        return list(cols)
 
     def columns(self, rel: Relation, walker: QueryWalker) -> list[tuple[str, Value]]:
         import orjson

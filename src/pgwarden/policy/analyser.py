@@ -162,6 +162,8 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
         cursor_name=extra.pop("cursor_name", None),
         creates_temp=extra.pop("creates_temp", False),
         unknown=tuple(dict.fromkeys(facts.unknown)),
+        literal_dependent=(kind not in _QUERIES or facts.missing_where
+                           or any(f.name == "set_config" for f in facts.functions)),
         extras=extra,
     )
 

@@ -107,9 +107,14 @@ class SettingChange:
     reset: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class StatementAnalysis:
-    """Facts about one top-level statement (nested parts folded in, and kept)."""
+    """Facts about one top-level statement (nested parts folded in, and kept).
+
+    Read-only by convention rather than ``frozen``: a frozen dataclass of this
+    many fields costs several microseconds to build (every field goes through
+    ``object.__setattr__``), which is a measurable share of a verdict.
+    """
 
     text: str
     node: str  # parse node name, e.g. "SelectStmt"
@@ -136,6 +141,10 @@ class StatementAnalysis:
     cursor_name: str | None = None  # DECLARE name / FETCH / MOVE / CLOSE
     creates_temp: bool = False
     unknown: tuple[str, ...] = ()  # things not understood: each a short description
+    # True when the facts depend on a literal's value (SET values, set_config's name,
+    # COPY targets, a constant WHERE): the verdict may then only be reused for this
+    # exact text, never for the same statement with other literals.
+    literal_dependent: bool = True
     extras: dict[str, object] = field(default_factory=dict, compare=False)
 
     @property

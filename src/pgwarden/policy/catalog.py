@@ -84,16 +84,21 @@ class Catalog:
             complete=self.complete,
         )
 
-    def lookup_path(self) -> tuple[str, ...]:
+    @functools.cached_property
+    def _lookup_path(self) -> tuple[str, ...]:
         path = list(self.search_path)
         if "pg_catalog" not in path:
             path.insert(0, "pg_catalog")
         return ("pg_temp", *path) if "pg_temp" not in path else tuple(path)
 
+    def lookup_path(self) -> tuple[str, ...]:
+        """Schemas searched for an unqualified relation, in PostgreSQL's order."""
+        return self._lookup_path
+
     def resolve_relation(self, schema: str | None, name: str) -> Relation | None:
         if schema is not None:
             return self.relations.get((schema, name))
-        for candidate in self.lookup_path():
+        for candidate in self._lookup_path:
             rel = self.relations.get((candidate, name))
             if rel is not None:
                 return rel

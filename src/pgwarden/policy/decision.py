@@ -16,11 +16,21 @@ from __future__ import annotations
 import fnmatch
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from pglast import parser
+from pglast.parser import ParseError
 
 from . import builtins
 from .analyser import NO_SESSION, SessionFacts, analyse
-from .analysis import WRITE_ACCESSES, Access, Analysis, ColumnId, StatementAnalysis, StatementClass
+from .analysis import (
+    WRITE_ACCESSES,
+    Access,
+    Analysis,
+    ColumnId,
+    RelationAccess,
+    StatementAnalysis,
+    StatementClass,
+)
 from .catalog import Catalog
 from .language import ApprovalTrigger, ColumnMask, MaskStrategy, PolicyDocument, Rule, parse_duration_ms
 from .verdict import (
@@ -41,23 +51,37 @@ _DESTRUCTIVE_ALTERS = ("AT_Drop", "AT_AlterColumnType")
 _TRIGGERS = {StatementClass(t.value): t for t in ApprovalTrigger if t.value in StatementClass._value2member_map_}
 
 
-@dataclass(frozen=True, slots=True)
 class _MaskSet:
-    masks: tuple[ColumnMask, ...]
+    """The masks that apply to one principal, with lookups memoised (they repeat on every statement)."""
+
+    __slots__ = ("_found", "_parts", "_tables", "masks")
+
+    def __init__(self, masks: tuple[ColumnMask, ...]) -> None:
+        self.masks = masks
+        self._parts = [tuple(m.column.split(".")) for m in masks]
+        self._found: dict[ColumnId, ColumnMask | None] = {}
+        self._tables: dict[tuple[str, str], bool] = {}
 
     def find(self, column: ColumnId) -> ColumnMask | None:
+        try:
+            return self._found[column]
+        except KeyError:
+            pass
         text = str(column)
-        for mask in self.masks:
-            if mask.covers(text):
-                return mask
-        return None
+        found = next((m for m in self.masks if m.covers(text)), None)
+        if len(self._found) < 100_000:
+            self._found[column] = found
+        return found
 
     def may_cover_table(self, schema: str, table: str) -> bool:
-        for mask in self.masks:
-            ms, mt, _ = mask.column.split(".")
-            if fnmatch.fnmatchcase(schema, ms) and fnmatch.fnmatchcase(table, mt):
-                return True
-        return False
+        key = (schema, table)
+        hit = self._tables.get(key)
+        if hit is None:
+            hit = any(fnmatch.fnmatchcase(schema, ms) and fnmatch.fnmatchcase(table, mt)
+                      for ms, mt, _ in self._parts)
+            if len(self._tables) < 100_000:
+                self._tables[key] = hit
+        return hit
 
     def __bool__(self) -> bool:
         return bool(self.masks)
@@ -66,12 +90,16 @@ class _MaskSet:
 class Decider:
     """Decisions under one policy version, with a verdict cache keyed by exact text."""
 
-    def __init__(self, policy: PolicyDocument, *, version: str, cache_size: int = 4096) -> None:
+    def __init__(self, policy: PolicyDocument, *, version: str, cache_size: int = 4096,
+                 shape_cache: bool = True) -> None:
         self.policy = policy
+        self.shape_cache = shape_cache
         self.version = version
         self._cache: OrderedDict[tuple, Verdict] = OrderedDict()
         self._cache_size = cache_size
         self._rules: dict[tuple, tuple[Rule | None, _MaskSet]] = {}
+        self._settings: dict[tuple, PinnedSettings] = {}
+        self._memo: dict[tuple, tuple] = {}  # relation checks: (rule, relation, search_path, masked) → denials
 
     # -- public ----------------------------------------------------------------------
 
@@ -101,13 +129,43 @@ class Decider:
             return Verdict(Decision.DENY, rule.name, (Reason(
                 "nul_character", "the text contains a NUL character, which SQL text cannot hold; remove it"),),
                 policy_version=self.version)
+        shape_key = None
+        if session is NO_SESSION and self.shape_cache:
+            shape_key = self._shape_key(sql, key)
+            if shape_key is not None:
+                shaped = self._cache.get(shape_key)
+                if shaped is not None:
+                    return shaped
         analysis = analyse(sql, catalog, session)
         verdict = self.decide_analysis(analysis, rule=rule, masks=masks, subject=subject, catalog=catalog)
         if not any(st.execute_name or st.cursor_name for st in analysis.statements):
-            self._cache[key] = verdict
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._remember(key, verdict)
+            if shape_key is not None and analysis.ok and not any(st.literal_dependent for st in analysis.statements):
+                self._remember(shape_key, verdict)
         return verdict
+
+    def _remember(self, key: tuple, verdict: Verdict) -> None:
+        self._cache[key] = verdict
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    @staticmethod
+    def _shape_key(sql: str, key: tuple) -> tuple | None:
+        """The key shared by this statement with any other literals, or None.
+
+        pg_query's normalisation replaces literals with ``$n``; a verdict is stored
+        under it only when its analysis did not look at any literal's value (see
+        ``StatementAnalysis.literal_dependent``), so the same statement with other
+        literals must get the same verdict. A text that is its own normalisation
+        (no literals, or client ``$n`` parameters) keeps to the exact-text key.
+        """
+        try:
+            normalized = parser.normalize(sql)
+        except ParseError:
+            return None
+        if normalized == sql:
+            return None
+        return ("shape", normalized, *key[1:])
 
     def decide_analysis(self, analysis: Analysis, *, rule: Rule, masks: _MaskSet, subject: str,
                         catalog: Catalog) -> Verdict:
@@ -121,20 +179,25 @@ class Decider:
         elif not analysis.statements:
             reasons.append(Reason("empty", "the text holds no statement"))
         for index, st in enumerate(analysis.statements):
-            check = _StatementCheck(self.policy, rule, masks, catalog, index)
+            check = _StatementCheck(self.policy, rule, masks, catalog, index, self._memo)
             check.run(st)
             reasons.extend(check.denials)
             approvals.extend(check.approvals)
             plans.append(StatementPlan(index, st.command_tag, tuple(check.masks), check.scrub_errors, st.width))
         writes = any(st.classes & _WRITING for st in analysis.statements)
-        settings = PinnedSettings(
-            read_only=not writes,
-            statement_timeout_ms=rule.statement_timeout,
-            lock_timeout_ms=rule.lock_timeout,
-            search_path=catalog.search_path,
-            role=rule.upstream_role,
-            application_name=_application_name(subject),
-        )
+        settings_key = (rule.name, not writes, catalog.search_path, subject)
+        settings = self._settings.get(settings_key)
+        if settings is None:
+            settings = PinnedSettings(
+                read_only=not writes,
+                statement_timeout_ms=rule.statement_timeout,
+                lock_timeout_ms=rule.lock_timeout,
+                search_path=catalog.search_path,
+                role=rule.upstream_role,
+                application_name=_application_name(subject),
+            )
+            if len(self._settings) < 10_000:
+                self._settings[settings_key] = settings
         if approvals and len(analysis.statements) > 1 and not reasons:
             # An approver must see exactly what will run, and an approval binds to one
             # statement's text: a held statement may not travel with others.
@@ -181,7 +244,9 @@ def _application_name(subject: str) -> str:
 class _StatementCheck:
     """All checks of one statement; collects denials, approval triggers and masks."""
 
-    def __init__(self, policy: PolicyDocument, rule: Rule, masks: _MaskSet, catalog: Catalog, index: int):
+    def __init__(self, policy: PolicyDocument, rule: Rule, masks: _MaskSet, catalog: Catalog, index: int,
+                 memo: dict):
+        self.memo = memo
         self.policy = policy
         self.rule = rule
         self.mask_set = masks
@@ -257,39 +322,48 @@ class _StatementCheck:
     # -- relations -------------------------------------------------------------------
 
     def relations(self, st: StatementAnalysis) -> None:
+        memo = self.memo
+        for rel in dict.fromkeys(st.relations):
+            key = (self.rule.name, rel, self.catalog.search_path, bool(self.mask_set))
+            found = memo.get(key)
+            if found is None:
+                mark = len(self.denials)
+                self._relation(rel, st)
+                found = tuple((r.code, r.message) for r in self.denials[mark:])
+                del self.denials[mark:]
+                if len(memo) < 100_000:
+                    memo[key] = found
+            for code, message in found:
+                self.deny(code, message)
+
+    def _relation(self, rel: RelationAccess, st: StatementAnalysis) -> None:
         rule = self.rule
-        seen: set[tuple[str, str, Access, str | None]] = set()
-        for rel in st.relations:
-            key = (rel.schema, rel.name, rel.access, rel.via_view)
-            if key in seen:
-                continue
-            seen.add(key)
-            name = rel.qualified
-            if rel.schema in builtins.SYSTEM_SCHEMAS:
-                self._system_relation(rel.schema, rel.name, rel.access, st)
-                continue
-            schemas = self._candidate_schemas(rel)
-            if rel.via_view is not None:
-                # Through a view, explicit deny lists still hold; the allow lists were
-                # checked on the view itself.
-                for schema in schemas:
-                    if rule.schemas.denies(schema) or rule.tables.denies(f"{schema}.{rel.name}"):
-                        self.deny("table_denied", f"{schema}.{rel.name}, which rule {rule.name!r} denies, "
-                                  f"is read through {rel.via_view}")
-                continue
+        name = rel.qualified
+        if rel.schema in builtins.SYSTEM_SCHEMAS:
+            self._system_relation(rel.schema, rel.name, rel.access, st)
+            return
+        schemas = self._candidate_schemas(rel)
+        if rel.via_view is not None:
+            # Through a view, explicit deny lists still hold; the allow lists were
+            # checked on the view itself.
             for schema in schemas:
-                qualified = f"{schema}.{rel.name}"
-                if not rule.schemas.permits(schema):
-                    self.deny("schema_denied", f"schema {schema!r} is not open to rule {rule.name!r}"
-                              f" ({qualified}); allowed schemas: {', '.join(rule.schemas.allow) or 'none'}")
-                elif not rule.tables.permits(qualified):
-                    self.deny("table_denied", f"{qualified} is not open to rule {rule.name!r}")
-            if rel.access in WRITE_ACCESSES and rule.writes is not None:
-                grants = {g.value for pattern, kinds in rule.writes.items() if fnmatch.fnmatchcase(name, pattern)
-                          for g in kinds}
-                if rel.access.value not in grants:
-                    self.deny("write_not_granted", f"rule {rule.name!r} does not grant {rel.access.value} on "
-                              f"{name}" + (f" (granted: {', '.join(sorted(grants))})" if grants else ""))
+                if rule.schemas.denies(schema) or rule.tables.denies(f"{schema}.{rel.name}"):
+                    self.deny("table_denied", f"{schema}.{rel.name}, which rule {rule.name!r} denies, "
+                              f"is read through {rel.via_view}")
+            return
+        for schema in schemas:
+            qualified = f"{schema}.{rel.name}"
+            if not rule.schemas.permits(schema):
+                self.deny("schema_denied", f"schema {schema!r} is not open to rule {rule.name!r}"
+                          f" ({qualified}); allowed schemas: {', '.join(rule.schemas.allow) or 'none'}")
+            elif not rule.tables.permits(qualified):
+                self.deny("table_denied", f"{qualified} is not open to rule {rule.name!r}")
+        if rel.access in WRITE_ACCESSES and rule.writes is not None:
+            grants = {g.value for pattern, kinds in rule.writes.items() if fnmatch.fnmatchcase(name, pattern)
+                      for g in kinds}
+            if rel.access.value not in grants:
+                self.deny("write_not_granted", f"rule {rule.name!r} does not grant {rel.access.value} on "
+                          f"{name}" + (f" (granted: {', '.join(sorted(grants))})" if grants else ""))
 
     def _candidate_schemas(self, rel) -> list[str]:
         # A relation the catalog does not know, named without a schema, could be
@@ -392,12 +466,11 @@ class _StatementCheck:
         used = set(st.predicate_sources) | set(st.written_sources)
         for out in st.outputs:
             used |= out.sources
-        for col in sorted(used):
-            key = (col.schema, col.table, col.column)
-            if key in builtins.SENSITIVE_CATALOG_COLUMNS or (
-                    col.column == "*" and (col.schema, col.table) in builtins.SENSITIVE_TABLES):
-                d = builtins.SENSITIVE_COLUMN_DENIAL
-                self.deny(d.code, f"{col} {d.message}")
+        hits = [col for col in used if (col.schema, col.table) in builtins.SENSITIVE_TABLES and (
+            col.column == "*" or (col.schema, col.table, col.column) in builtins.SENSITIVE_CATALOG_COLUMNS)]
+        for col in sorted(hits):
+            d = builtins.SENSITIVE_COLUMN_DENIAL
+            self.deny(d.code, f"{col} {d.message}")
 
     # -- masking ---------------------------------------------------------------------
 
