@@ -477,3 +477,13 @@ def test_jwks_url_serving_junk_fails_closed(jwks_server: _JwksServer, rsa_key: r
     verifier = TokenVerifier(_identity(jwks_url=jwks_server.url))
     error = _refused(verifier, _token(rsa_key))
     assert error.code in (AuthErrorCode.KEY_SOURCE_UNAVAILABLE, AuthErrorCode.UNKNOWN_KEY)
+
+
+def test_serving_without_identity_section_is_refused_clearly() -> None:
+    from pgwarden.engine.config import parse_config
+    from pgwarden.engine.identity import KeySourceError, TokenVerifier
+
+    config = parse_config("version: 1\ntargets: {main: {dsn: 'host=x'}}\n", "t")
+    with pytest.raises(KeySourceError) as err:
+        TokenVerifier.from_config(config)
+    assert err.value.code == "identity_missing"

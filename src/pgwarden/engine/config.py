@@ -328,7 +328,11 @@ class GatewayConfig(_Strict):
 
     version: Literal[1] = Field(description="format version of this file; must be 1")
     targets: dict[TargetName, Target] = Field(min_length=1, description="databases behind the gateway, by name")
-    identity: Identity
+    identity: Identity | None = Field(
+        default=None,
+        description="how agents' tokens are verified; required to serve MCP or the wire proxy, not for "
+        "'pgwarden check' or 'config check'",
+    )
     rules: list[Rule] = Field(default_factory=list, description="access rules; the first match decides")
     masking: MaskingPolicy = Field(default_factory=MaskingPolicy)
 

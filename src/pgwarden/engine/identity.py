@@ -316,6 +316,9 @@ class TokenVerifier:
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> TokenVerifier:
+        if config.identity is None:
+            raise KeySourceError("identity_missing", "the configuration has no 'identity' section; add one "
+                                 "(issuer, audience and a key source) to accept agents' tokens")
         return cls(config.identity, base_dir=config.base_dir)
 
     def verify(self, token: str) -> Principal:
