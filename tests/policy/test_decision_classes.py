@@ -129,6 +129,13 @@ DENY = [
     ("SELECT o.id FROM orders o JOIN customers c ON c.email = o.note", "masked_predicate"),
     ("SELECT id FROM customer_cards WHERE cc LIKE '4%'", "masked_predicate"),
     ("SELECT DISTINCT ON (card_number) id FROM customers", "masked_predicate"),
+    ("SELECT count(*) FILTER (WHERE ssn LIKE '0%') FROM customers", "masked_predicate"),
+    ("SELECT string_agg(full_name, ',' ORDER BY card_number) FROM customers", "masked_predicate"),
+    ("SELECT row_number() OVER (PARTITION BY email) FROM customers", "masked_predicate"),
+    ("SELECT id FROM customers WHERE email IS NULL OR email LIKE 'a%'", "masked_predicate"),
+    # masked values into side channels or other columns
+    ("SELECT pg_notify('ch', card_number) FROM customers", "masked_data_laundering"),
+    ("SELECT set_config('TimeZone', ssn, false) FROM customers", "masked_data_laundering"),
     ("SELECT id FROM orders WHERE (SELECT card_number FROM customers LIMIT 1) LIKE '4%'", "masked_predicate"),
     # COPY of masked columns
     ("COPY customers TO STDOUT", "copy_masked"),
@@ -220,7 +227,6 @@ MASKED = [
     ("WITH RECURSIVE r(v, n) AS (SELECT 'x'::text, 0 UNION ALL SELECT c.card_number, r.n + 1 FROM r, customers c "
      "WHERE r.n < 1) SELECT v FROM r", 0, "redact", True),
     ("SELECT jsonb_path_query(to_jsonb(c), '$.card_number') FROM customers c", 0, "redact", True),
-    ("SELECT count(*) FILTER (WHERE ssn IS NOT NULL) FROM customers", 0, "redact", True),
     ("PREPARE p AS SELECT card_number FROM customers", 0, "keep_last", False),
     ("DECLARE c CURSOR FOR SELECT email FROM customers", 0, "hash", False),
 ]
@@ -281,6 +287,9 @@ ALLOW = [
     "VALUES (1, 'a'), (2, 'b')",
     "SELECT id FROM orders o WHERE o.amount > (SELECT avg(amount) FROM orders)",
     "DEALLOCATE ALL",
+    "SELECT count(*) FILTER (WHERE ssn IS NOT NULL) FROM customers",  # NULL-ness is not masked
+    "SELECT count(email), count(DISTINCT card_number) FROM customers",  # counts carry no values
+    "SELECT id FROM customers WHERE email IS NULL",
     "RESET ALL",  # pinned settings come from the start-up packet, so RESET ALL returns to them
     "SET search_path TO public",  # the pinned value itself
     "SET statement_timeout = '5s'",  # tighter than pinned
@@ -319,6 +328,12 @@ def test_unknown_principal_is_denied() -> None:
     assert verdict.reasons[0].code == "no_rule"
 
 
+def test_errors_are_withheld_when_a_masked_column_is_read_anywhere() -> None:
+    verdict = W.decide("SELECT count(*) FROM (SELECT ssn::int AS x FROM customers) s")
+    assert verdict.decision is Decision.ALLOW and verdict.plans[0].scrub_errors
+    assert not W.decide("SELECT count(*) FROM (SELECT id::int AS x FROM customers) s").plans[0].scrub_errors
+
+
 def test_dba_rule_writes_but_still_masked_and_no_laundering() -> None:
     assert W.decide("DELETE FROM orders WHERE id = 1", "alice", ["dba"]).decision is Decision.ALLOW
     assert W.decide("DELETE FROM orders", "alice", ["dba"]).reasons[0].code == "missing_where"
@@ -328,6 +343,13 @@ def test_dba_rule_writes_but_still_masked_and_no_laundering() -> None:
     assert "masked_data_laundering" in {r.code for r in v.reasons}
     v = W.decide("INSERT INTO orders SELECT id, id, 1, ssn FROM customers", "alice", ["dba"])
     assert "masked_data_laundering" in {r.code for r in v.reasons}
+    v = W.decide("ALTER TABLE customers ADD COLUMN c2 text GENERATED ALWAYS AS (card_number) STORED",
+                 "alice", ["dba"])
+    assert "masked_data_laundering" in {r.code for r in v.reasons}
+    v = W.decide("ALTER TABLE customers ALTER COLUMN full_name TYPE text USING (full_name || ssn)",
+                 "alice", ["dba"])
+    assert "masked_data_laundering" in {r.code for r in v.reasons}
+    assert W.decide("ALTER TABLE customers ADD COLUMN c3 text", "alice", ["dba"]).decision is Decision.ALLOW
     v = W.decide("UPDATE customers SET full_name = 'x' WHERE id = 1 RETURNING card_number", "alice", ["dba"])
     assert v.decision is Decision.ALLOW and v.plans[0].masks[0].strategy == "keep_last"
 

@@ -31,6 +31,9 @@ from .catalog import Catalog, Relation
 
 Node = dict[str, Any]
 WILDCARD = "*"
+# Functions whose arguments leave through a side channel rather than the result.
+_SIDE_CHANNELS = frozenset({"pg_notify", "set_config"})
+
 # Keys whose values hold no column, function or sub-query: the walk skips them.
 _LEAVES = frozenset({"location", "A_Const", "TypeName", "typeName", "ParamRef", "String", "Integer", "Float",
                      "Boolean", "funcname", "name", "opname", "kind", "funcformat", "limitOption", "op"})
@@ -170,6 +173,7 @@ class Facts:
     nested: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     missing_where: bool = False
+    referenced: set[ColumnId] = field(default_factory=set)  # every column read anywhere
 
 
 def _strings(items: list[Node] | None) -> list[str]:
@@ -630,13 +634,31 @@ class QueryWalker:
             return
         for key, value in node.items():
             if key == "ColumnRef":
-                found.append(self.column_ref(value, scope, outputs))
+                ref = self.column_ref(value, scope, outputs)
+                self.facts.referenced |= ref.sources
+                found.append(ref)
             elif key == "FuncCall":
-                self.function_call(value)
-                self._walk(value.get("args"), scope, found, outputs)
-                self._walk(value.get("agg_order"), scope, found, outputs)
-                self._walk(value.get("agg_filter"), scope, found, outputs)
-                self._walk(value.get("over"), scope, found, outputs)
+                name = self.function_call(value)
+                inner: list[Value] = []
+                self._walk(value.get("args"), scope, inner, outputs)
+                # ORDER BY / FILTER / OVER of an aggregate choose and order rows: predicates
+                for clause in ("agg_order", "agg_filter", "over"):
+                    if value.get(clause):
+                        self.facts.predicate_sources |= self.expression(value[clause], scope).sources
+                if name in _SIDE_CHANNELS:
+                    # values handed to these leave the result set (a notification
+                    # payload, a session setting): they are written, not returned
+                    for v in inner:
+                        self.facts.written_sources |= v.sources
+                if name == "count" and len(value.get("args") or ()) <= 1:
+                    # count(x) returns how many x are not NULL: no value of x
+                    for v in inner:
+                        self.facts.referenced |= v.sources
+                    continue
+                found.extend(inner)
+            elif key == "NullTest" and _is_column_ref(value.get("arg")):
+                # IS [NOT] NULL on a column reveals only NULL-ness, which masks keep too
+                self.facts.referenced |= self.column_ref(value["arg"]["ColumnRef"], scope, outputs).sources
             elif key == "SubLink":
                 self._walk(value.get("testexpr"), scope, found, outputs)
                 skind, sub = _node(value.get("subselect") or {})
@@ -652,10 +674,10 @@ class QueryWalker:
             elif isinstance(value, (dict, list)):
                 self._walk(value, scope, found, outputs)
 
-    def function_call(self, call: Node) -> None:
+    def function_call(self, call: Node) -> str | None:
         names = _strings(call.get("funcname"))
         if not names:
-            return
+            return None
         schema = names[-2] if len(names) >= 2 else None
         name = names[-1]
         first = None
@@ -664,6 +686,7 @@ class QueryWalker:
             const = (args[0].get("A_Const") or {}).get("sval") if isinstance(args[0], dict) else None
             first = const.get("sval") if const else None
         self.facts.functions.append(FunctionCall(schema, name, self.catalog.function_schemas(name), first))
+        return name if schema in (None, "pg_catalog") else None
 
     def column_ref(self, ref: Node, scope: Scope, outputs) -> Value:
         fields = _strings(ref.get("fields"))

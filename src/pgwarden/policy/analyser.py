@@ -24,7 +24,7 @@ from pglast.parser import ParseError
 
 from ._lineage import EMPTY, Facts, Node, QueryWalker, Scope, Value, ViewLineage, _node, _strings, to_outputs
 from ._statements import UTILITY, command_tag
-from .analysis import Access, Analysis, SettingChange, StatementAnalysis, StatementClass
+from .analysis import Access, Analysis, ColumnId, SettingChange, StatementAnalysis, StatementClass
 
 _VIEWS = ViewLineage()
 
@@ -151,6 +151,7 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
         predicate_sources=frozenset(facts.predicate_sources),
         written_sources=frozenset(facts.written_sources),
         whole_row_refs=frozenset(facts.whole_row_refs),
+        referenced=frozenset(facts.referenced | facts.predicate_sources | facts.written_sources),
         missing_where=facts.missing_where,
         settings=extra.pop("settings", ()),
         nested=tuple(dict.fromkeys(facts.nested)),
@@ -359,6 +360,12 @@ _DROP_RELATIONS = frozenset({
 
 def _walk_utility(node: Any, walker: QueryWalker, facts: Facts, access: Access) -> None:
     """Every RangeVar, query and function anywhere in a utility statement's tree."""
+    target = None
+    if isinstance(node, dict) and "cmds" in node and isinstance(node.get("relation"), dict):
+        rv = node["relation"]
+        rel = walker.catalog.resolve_relation(rv.get("schemaname"), rv.get("relname", ""))
+        target = (rel.schema, rel.name) if rel else (rv.get("schemaname") or walker.catalog.default_schema(
+            rv.get("relname", "")), rv.get("relname", ""))
     stack: list[Any] = [node]
     while stack:
         item = stack.pop()
@@ -377,7 +384,12 @@ def _walk_utility(node: Any, walker: QueryWalker, facts: Facts, access: Access) 
                 walker.function_call(value)
                 stack.append(value.get("args"))
             elif key == "ColumnRef":
-                continue
+                if target is not None:
+                    # ALTER TABLE … GENERATED AS (col) / USING (col) / CHECK (col …):
+                    # values of the table's columns flow into a column or an error.
+                    fields = _strings(value.get("fields"))
+                    if fields and fields[-1] != "*":
+                        facts.written_sources.add(ColumnId(target[0], target[1], fields[-1]))
             elif key == "SubLink":
                 skind, sub = _node(value.get("subselect") or {})
                 walker.query(skind, sub, None, nested_label="utility")

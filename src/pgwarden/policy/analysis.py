@@ -130,6 +130,7 @@ class StatementAnalysis:
     # UPDATE…SET, CREATE TABLE AS, SELECT INTO, COPY FROM (query)): laundering
     written_sources: frozenset[ColumnId] = frozenset()
     whole_row_refs: frozenset[str] = frozenset()  # relations referenced as whole rows
+    referenced: frozenset[ColumnId] = frozenset()  # every base column read anywhere in the statement
     missing_where: bool = False  # UPDATE/DELETE (anywhere inside) without WHERE
     settings: tuple[SettingChange, ...] = ()
     nested: tuple[str, ...] = ()  # kinds of nested statements seen: "cte_dml", "explain_analyze", ...

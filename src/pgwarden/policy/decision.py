@@ -525,6 +525,8 @@ class _StatementCheck:
             cols = ", ".join(str(c) for c in written)
             self.deny("masked_data_laundering", f"this statement would copy masked column(s) {cols} into a "
                       "table (or pass them to an execution), where they would no longer be masked")
+        if any(self._masked(c) for c in st.referenced):
+            touched = True  # e.g. ssn::int in a sub-query the output never shows: its error would
         if st.node == "CopyStmt" and any(m for m in self.masks):
             self.deny("copy_masked", "COPY output is not masked by the gateway; use SELECT for tables with "
                       "masked columns (its results are masked)")
