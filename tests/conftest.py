@@ -82,23 +82,33 @@ def pg_admin_dsn(pg_server: EmbeddedPostgres | None) -> str:
     return pg_server.dsn()
 
 
-@pytest.fixture
-def make_db(pg_admin_dsn: str) -> Iterator[Callable[[str], str]]:
-    """A factory: ``make_db(setup_sql)`` creates a new database, runs ``setup_sql`` in it, returns its DSN.
-
-    Every database it made is dropped when the test ends.
-    """
+def _database_factory(admin_dsn: str) -> Iterator[Callable[[str], str]]:
     names: list[str] = []
 
     def make(setup_sql: str = "") -> str:
-        name, dsn = _create_database(pg_admin_dsn)
+        name, dsn = _create_database(admin_dsn)
         names.append(name)
         _run_setup(dsn, setup_sql)
         return dsn
 
     yield make
     for name in names:
-        _drop_database(pg_admin_dsn, name)
+        _drop_database(admin_dsn, name)
+
+
+@pytest.fixture
+def make_db(pg_admin_dsn: str) -> Iterator[Callable[[str], str]]:
+    """A factory: ``make_db(setup_sql)`` creates a new database, runs ``setup_sql`` in it, returns its DSN.
+
+    Every database it made is dropped when the test ends.
+    """
+    yield from _database_factory(pg_admin_dsn)
+
+
+@pytest.fixture(scope="module")
+def make_db_module(pg_admin_dsn: str) -> Iterator[Callable[[str], str]]:
+    """:func:`make_db` whose databases live until the test module ends (for read-only sharing)."""
+    yield from _database_factory(pg_admin_dsn)
 
 
 @pytest.fixture

@@ -138,6 +138,8 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
     else:
         facts.unknown.append(f"statement type {kind or 'empty'} is not understood by the gateway")
 
+    if any(f.name in _WRITING_FUNCTIONS and f.schema in (None, "pg_catalog") for f in facts.functions):
+        facts.classes.add(StatementClass.WRITE)  # they change a sequence: PostgreSQL refuses them read-only
     if not facts.classes and not facts.unknown:
         facts.unknown.append(f"statement type {kind} has no class")
     return StatementAnalysis(
@@ -202,6 +204,7 @@ def _explain(node: Node, walker: QueryWalker, facts: Facts) -> dict[str, Any]:
     return {}
 
 
+_WRITING_FUNCTIONS = frozenset({"nextval", "setval"})
 _QUERIES = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
 
 
