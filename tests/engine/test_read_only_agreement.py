@@ -15,11 +15,11 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from support.cases import load_public_cases
 
 from pgwarden.engine.catalog_loader import load_catalog
 from pgwarden.policy.analyser import analyse
 from pgwarden.policy.analysis import StatementClass
+from support.cases import load_public_cases
 
 READS = [
     "SELECT id, full_name FROM customers ORDER BY id",
