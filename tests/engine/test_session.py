@@ -240,3 +240,17 @@ def test_partitions_and_children_inherit_masks_and_denials(make_db) -> None:
     with pytest.raises(StatementRefused) as refused:
         run(gateway, AGENT, "SELECT * FROM secrets_archive")
     assert refused.value.code == "table_denied"
+
+
+def test_copy_to_stdout_passes_detectors_and_copy_from_stdin_is_refused(cases_db: str) -> None:
+    with psycopg.connect(cases_db, autocommit=True) as conn:
+        conn.execute("UPDATE orders SET note = 'card 5500005555555559' WHERE id = 2")
+    gateway = make_gateway(cases_db)
+    [result] = run(gateway, AGENT, "COPY (SELECT id, note FROM orders ORDER BY id) TO STDOUT")
+    assert result.results[0].rows == [("1\tfirst",), ("2\tcard [masked:card]",)]
+    with pytest.raises(StatementRefused):
+        run(gateway, AGENT, "COPY customers TO STDOUT")  # masked columns: use SELECT
+    dba_gateway = make_gateway(cases_db)
+    with pytest.raises(GatewayError) as err:
+        run(dba_gateway, DBA, "COPY orders FROM STDIN")
+    assert err.value.code == "copy_from_stdin"

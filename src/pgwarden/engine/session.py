@@ -103,6 +103,10 @@ class Session:
         verdict = verdict or self.authorise(sql)
         if verdict.decision is not Decision.ALLOW:
             raise StatementRefused(verdict)
+        if any(p.command_tag == "COPY" for p in verdict.plans):
+            if len(verdict.plans) != 1:
+                raise GatewayError("copy_not_alone", "send COPY as a statement of its own")
+            return await self._copy_out(sql, verdict)
         conn = await self._connection()
         self._notices = []
         results: list[StatementResult] = []
@@ -130,6 +134,41 @@ class Session:
             # DDL changed names the analyser resolves: read the catalog again.
             await self.gateway.arefresh_catalog(self.target)
         return RunResult(verdict, results, list(self._notices))
+
+    async def _copy_out(self, sql: str, verdict: Verdict) -> RunResult:
+        """COPY … TO STDOUT: the rows as PostgreSQL formats them, one line each, through the detectors.
+
+        The policy refuses COPY of masked columns, so only detectors apply here. COPY FROM
+        STDIN needs the client's data stream, which only the wire proxy carries.
+        """
+        [statement] = analyse(sql, self.gateway.catalog(self.target)).statements
+        if statement.copy_target != "stdout":
+            raise GatewayError("copy_from_stdin", "COPY FROM STDIN needs the client's data stream; use INSERT, "
+                               "or COPY through the PostgreSQL wire proxy")
+        conn = await self._connection()
+        self._notices = []
+        detector = self.gateway.detector
+        lines: list[tuple[str | None, ...]] = []
+        limit = verdict.max_rows
+        truncated = False
+        try:
+            async with conn.cursor() as cur, cur.copy(sql.encode()) as copy:
+                buffer = b""
+                async for block in copy:
+                    buffer += bytes(block)
+                    *complete, buffer = buffer.split(b"\n")
+                    for raw in complete:
+                        if limit is not None and len(lines) >= limit:
+                            truncated = True
+                            continue
+                        text = raw.decode(errors="replace")
+                        lines.append((detector.redact(text) if detector else text,))
+                status = cur.statusmessage or "COPY"
+        except psycopg.Error as exc:
+            scrub = any(p.scrub_errors for p in verdict.plans)
+            raise self._upstream_error(exc, scrub) from None
+        result = StatementResult("COPY", status, ["copy"], lines, truncated)
+        return RunResult(verdict, [result], list(self._notices))
 
     async def close(self) -> None:
         if self._conn is not None:
