@@ -15,15 +15,11 @@ pass. Secrets are only referenced (env var or file) and are read later by
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import ipaddress
 import json
 import re
-import types
-import typing
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -41,55 +37,11 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
-from pydantic_core import ErrorDetails, ErrorType, InitErrorDetails, PydanticCustomError
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
-from pgwarden.policy.language import MaskingPolicy, PolicyDocument, Rule, SecretRef, parse_duration_ms
+from pgwarden.policy.language import Duration, MaskingPolicy, PolicyDocument, Rule, SecretRef
 
-# -- errors -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigProblem:
-    """One thing wrong with the file: where (a key path such as ``rules[0].target``) and what."""
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used. ``problems`` lists every problem found, in file order.
-
-    ``code`` is stable: ``config_invalid`` (the content is wrong), ``config_syntax`` (not
-    valid YAML) or ``config_unreadable`` (the file could not be read).
-    """
-
-    def __init__(self, source: str, problems: list[ConfigProblem], code: str = "config_invalid") -> None:
-        self.source = source
-        self.problems = problems
-        self.code = code
-        count = f"{len(problems)} problem" + ("" if len(problems) == 1 else "s")
-        lines = "\n".join(f"  {p}" for p in problems)
-        super().__init__(f"{source}: {count}:\n{lines}")
-
-
-def _fail(expected: str, got: str) -> PydanticCustomError:
-    # The message is already in the house format; _problem() passes it through untouched.
-    return PydanticCustomError("pgwarden", "{detail}", {"detail": f"{expected} (got {got})"})
-
-
-_BUILTIN_ERROR_TYPES = frozenset(typing.get_args(ErrorType))
-
-
-def _as_details(error: ErrorDetails) -> InitErrorDetails:
-    # Re-raising needs error types pydantic knows; ours ("pgwarden") are rebuilt as custom errors.
-    if error["type"] in _BUILTIN_ERROR_TYPES:
-        return error  # type: ignore[return-value]
-    kind = PydanticCustomError(error["type"], "{detail}", {"detail": error["msg"]})
-    return InitErrorDetails(type=kind, loc=error["loc"], input=error["input"])
-
+from ._config_errors import ConfigError, ConfigProblem, as_details, fail, problem_from_error, redact_dsn, show
 
 # A problem found on raw input by a model's own check: where (relative to the model) and what.
 _Issue = tuple[tuple[int | str, ...], str]
@@ -111,7 +63,7 @@ def _validate_with_issues(
     try:
         model = handler(data)
     except ValidationError as exc:
-        raise ValidationError.from_exception_data(cls.__name__, [*map(_as_details, exc.errors()), *extra]) from None
+        raise ValidationError.from_exception_data(cls.__name__, [*map(as_details, exc.errors()), *extra]) from None
     if extra:
         raise ValidationError.from_exception_data(cls.__name__, extra)
     return model
@@ -119,35 +71,16 @@ def _validate_with_issues(
 
 # -- value types ------------------------------------------------------------------------------------
 
-_DURATION_JSON = {
-    "anyOf": [
-        {"type": "integer", "minimum": 0},
-        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|min|m|h)?\s*$"},
-    ],
-    "description": "a duration: a number of milliseconds, or a string such as '500ms', '30s', '5min', '1h'",
-}
-
-
-def _duration(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _fail("expected a duration such as '500ms', '30s', '5min' or a number of milliseconds",
-                    _show(value))
-    try:
-        return parse_duration_ms(value)
-    except ValueError:
-        raise _fail("expected a duration such as '500ms', '30s', '5min' or a number of milliseconds",
-                    _show(value)) from None
-
-
-DurationMs = Annotated[int, BeforeValidator(_duration), Field(ge=0), WithJsonSchema(_DURATION_JSON)]
+# One duration type for the whole file: the policy language's (ms, or '30s', '5min'…).
+DurationMs = Duration
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 def _target_name(name: str) -> str:
     if not _NAME.match(name):
-        raise _fail("expected a target name of letters, digits, '_' or '-', starting with a letter or '_'",
-                    _show(name))
+        raise fail("expected a target name of letters, digits, '_' or '-', starting with a letter or '_'",
+                    show(name))
     return name
 
 
@@ -174,17 +107,17 @@ SUPPORTED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "E
 
 def _algorithm(value: str) -> str:
     if value.lower() == "none":
-        raise _fail("expected a signature algorithm; 'none' means unsigned tokens, which anyone can forge",
-                    _show(value))
+        raise fail("expected a signature algorithm; 'none' means unsigned tokens, which anyone can forge",
+                    show(value))
     if value.upper().startswith("HS"):
-        raise _fail(
+        raise fail(
             "expected an asymmetric algorithm (RS*, PS*, ES*, EdDSA); HMAC algorithms are refused because "
             "verifying HMAC with a published key is the classic key-confusion attack: anyone holding the "
             "public key could mint tokens",
-            _show(value),
+            show(value),
         )
     if value not in SUPPORTED_ALGORITHMS:
-        raise _fail(f"expected one of {', '.join(SUPPORTED_ALGORITHMS)}", _show(value))
+        raise fail(f"expected one of {', '.join(SUPPORTED_ALGORITHMS)}", show(value))
     return value
 
 
@@ -193,12 +126,12 @@ Algorithm = Annotated[str, AfterValidator(_algorithm), WithJsonSchema({"enum": l
 
 def _schema_name(value: str) -> str:
     if not value:
-        raise _fail("expected a schema name", "an empty string")
+        raise fail("expected a schema name", "an empty string")
     if value.startswith("$") or value.lower().startswith("pg_temp"):
-        raise _fail(
+        raise fail(
             "expected a plain schema name; '$user' and pg_temp are refused because the gateway resolves "
             "table names itself and must know exactly which schema a name means",
-            _show(value),
+            show(value),
         )
     return value
 
@@ -213,12 +146,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _redact_dsn(dsn: str) -> str:
-    dsn = re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", dsn)
-    dsn = re.sub(r"([?&]password=)[^&#]*", r"\1***", dsn, flags=re.IGNORECASE)
-    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
-
-
 def _dsn(value: str) -> str:
     # libpq's own parser (through psycopg) decides what the string means, so a URI and a
     # key=value string are judged exactly as the connection will later read them.
@@ -229,16 +156,16 @@ def _dsn(value: str) -> str:
         params = conninfo_to_dict(value)
     except ProgrammingError:
         # libpq's message may quote parts of the string, which could be a password: leave it out.
-        raise _fail(
+        raise fail(
             "expected a libpq connection string: a URI such as 'postgresql://user@host:5432/db' or "
             "key=value pairs such as 'host=localhost dbname=app user=pgwarden'",
             "a string libpq cannot parse",
         ) from None
     if params.get("password"):
-        raise _fail(
+        raise fail(
             "expected a DSN without a password; move the password out of the file and reference it with "
             "'password: {env: VARIABLE}' or 'password: {file: path}' on this target",
-            _show(_redact_dsn(value)),
+            show(redact_dsn(value)),
         )
     return value
 
@@ -319,8 +246,8 @@ def _jwks_url_problem(url: str) -> str | None:
         if loopback:
             return None
         return ("expected an https:// URL; plain http lets anyone on the path substitute their own keys "
-                f"(http is accepted only for localhost) (got {_show(url)})")
-    return f"expected an https:// URL (got {_show(url)})"
+                f"(http is accepted only for localhost) (got {show(url)})")
+    return f"expected an https:// URL (got {show(url)})"
 
 
 class GatewayConfig(_Strict):
@@ -439,150 +366,6 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[_Issue]:
     return problems
 
 
-# -- turning pydantic errors into problems ----------------------------------------------------------
-
-
-def _show(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-
-
-def _format_path(loc: Iterable[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part == "[key]":
-            out += " (key)"
-        elif _PLAIN_KEY.match(part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{part!r}]"
-    return out
-
-
-def _unwrap(tp: Any) -> Any:
-    """The model class a field annotation leads to, through Optional / Annotated."""
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
-
-
-def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
-    """Keys the model at ``loc`` accepts (best effort; [] when it cannot tell)."""
-    tp: Any = GatewayConfig
-    for part in loc:
-        tp = _unwrap(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(str(part))
-            if field is None:
-                return []
-            tp = field.annotation
-            continue
-        origin = typing.get_origin(tp)
-        if origin is list and isinstance(part, int):
-            tp = typing.get_args(tp)[0]
-        elif origin is dict:
-            tp = typing.get_args(tp)[1]
-        else:
-            return []
-    tp = _unwrap(tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return list(tp.model_fields)
-    return []
-
-
-_EXPECTED_BY_TYPE = {
-    "string_type": "expected a string",
-    "int_type": "expected a whole number",
-    "int_parsing": "expected a whole number",
-    "int_from_float": "expected a whole number",
-    "float_type": "expected a number",
-    "float_parsing": "expected a number",
-    "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false",
-    "list_type": "expected a list",
-    "dict_type": "expected a mapping (key: value pairs)",
-    "model_type": "expected a mapping (key: value pairs)",
-    "model_attributes_type": "expected a mapping (key: value pairs)",
-    "none_required": "expected nothing (null)",
-}
-
-
-def _choices(expected: str) -> list[str]:
-    return re.findall(r"'([^']*)'", expected) or [expected]
-
-
-_SECRET_KEYS = frozenset({"password", "key"})
-
-
-def _problem(error: Mapping[str, Any]) -> ConfigProblem:
-    loc = tuple(error["loc"])
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    value = error.get("input")
-    path = _format_path(loc)
-    got = _show(value)
-    if loc and loc[-1] == "dsn" and isinstance(value, str):
-        got = _show(_redact_dsn(value))
-
-    if any(part in _SECRET_KEYS for part in loc if isinstance(part, str)):
-        # Someone may have typed the secret itself here: never repeat it.
-        got = "a value that is not shown, as it may be a secret"
-        if kind in ("model_type", "model_attributes_type", "dict_type"):
-            return ConfigProblem(path, "expected a reference to a secret, {env: VARIABLE} or {file: path}, "
-                                       f"never the secret itself (got {got})")
-    if kind == "pgwarden":
-        return ConfigProblem(path, error["msg"])
-    if kind == "missing":
-        return ConfigProblem(path, "expected a value: this key is required (got nothing)")
-    if kind == "extra_forbidden":
-        key = str(loc[-1])
-        allowed = _keys_at(loc[:-1])
-        close = difflib.get_close_matches(key, allowed, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        listing = f"expected one of {', '.join(allowed)}" if allowed else "expected no such key"
-        # The key, not its value: a stray "passwd: ..." must not be printed back.
-        return ConfigProblem(path, f"unknown key; {hint}{listing} (got key {key!r})")
-    if kind in ("enum", "literal_error"):
-        choices = _choices(str(ctx.get("expected", "")))
-        expected = f"expected {choices[0]}" if len(choices) == 1 else f"expected one of {', '.join(choices)}"
-        return ConfigProblem(path, f"{expected} (got {got})")
-    if kind in ("too_short", "too_long"):
-        bound = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
-        noun = "item" if bound == 1 else "items"
-        side = "at least" if kind == "too_short" else "at most"
-        return ConfigProblem(path, f"expected {side} {bound} {noun} (got {got})")
-    if kind in ("string_too_short",):
-        return ConfigProblem(path, f"expected a non-empty string (got {got})")
-    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
-        bound = next(iter(ctx.values()), "?")
-        return ConfigProblem(path, f"expected a number {op} {bound} (got {got})")
-    if kind in _EXPECTED_BY_TYPE:
-        return ConfigProblem(path, f"{_EXPECTED_BY_TYPE[kind]} (got {got})")
-
-    message = str(error.get("msg", kind))
-    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    message = re.sub(r"^Input should be ", "expected ", message)
-    # Some validators already end with ", got <value>"; keep one "got", in the house format.
-    message = re.sub(r",? got .*$", "", message)
-    if isinstance(value, Mapping):
-        return ConfigProblem(path, message)
-    return ConfigProblem(path, f"{message} (got {got})")
-
-
 # -- loading ----------------------------------------------------------------------------------------
 
 
@@ -632,12 +415,12 @@ def _validate(data: Any, source: str) -> GatewayConfig:
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigProblem(
             "(top level)", f"expected a mapping with version, targets, identity, rules and masking "
-                           f"(got a {type(data).__name__}: {_show(data)})")])
+                           f"(got a {type(data).__name__}: {show(data)})")])
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
         errors = sorted(exc.errors(include_url=False), key=_file_order)
-        raise ConfigError(source, [_problem(e) for e in errors]) from None
+        raise ConfigError(source, [problem_from_error(e, GatewayConfig) for e in errors]) from None
 
 
 _SECTIONS = list(GatewayConfig.model_fields)
