@@ -254,3 +254,15 @@ def test_copy_to_stdout_passes_detectors_and_copy_from_stdin_is_refused(cases_db
     with pytest.raises(GatewayError) as err:
         run(dba_gateway, DBA, "COPY orders FROM STDIN")
     assert err.value.code == "copy_from_stdin"
+
+
+def test_notices_of_statements_reading_masked_columns_are_withheld(cases_db: str) -> None:
+    with psycopg.connect(cases_db, autocommit=True) as conn:
+        conn.execute("""CREATE FUNCTION shout(v text) RETURNS text LANGUAGE plpgsql AS
+                        $$ BEGIN RAISE NOTICE 'value %', v; RETURN 'ok'; END $$""")
+    gateway = make_gateway(cases_db, **{"ai-agents": {"functions": {"allow": ["public.shout"]}}})
+    [masked] = run(gateway, AGENT, "SELECT shout(card_number) FROM customers WHERE id = 1")
+    assert masked.results[0].rows == [("[masked]",)]
+    assert masked.notices and all("4111" not in n and "withheld" in n for n in masked.notices)
+    [plain] = run(gateway, AGENT, "SELECT shout(note) FROM orders WHERE id = 1")
+    assert plain.notices == ["NOTICE: value first"]

@@ -83,6 +83,7 @@ class Session:
         self.cursors: dict[str, StatementAnalysis] = {}
         self._conn: psycopg.AsyncConnection | None = None
         self._notices: list[str] = []
+        self._scrub = False
 
     # -- decisions -------------------------------------------------------------------
 
@@ -103,6 +104,7 @@ class Session:
         verdict = verdict or self.authorise(sql)
         if verdict.decision is not Decision.ALLOW:
             raise StatementRefused(verdict)
+        self._scrub = any(p.scrub_errors for p in verdict.plans)
         if any(p.command_tag == "COPY" for p in verdict.plans):
             if len(verdict.plans) != 1:
                 raise GatewayError("copy_not_alone", "send COPY as a statement of its own")
@@ -110,7 +112,7 @@ class Session:
         conn = await self._connection()
         self._notices = []
         results: list[StatementResult] = []
-        scrub = any(p.scrub_errors for p in verdict.plans)
+        scrub = self._scrub
         wrap = self._wrap_read_only(verdict, conn)
         try:
             async with conn.cursor() as cur:
@@ -198,6 +200,10 @@ class Session:
         return self._conn
 
     def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        if self._scrub:  # notices quote values just as errors do
+            self._notices.append(f"{diag.severity or 'NOTICE'}: notice text withheld because the statement "
+                                 "reads masked columns")
+            return
         text = f"{diag.severity or 'NOTICE'}: {diag.message_primary or ''}"
         detector = self.gateway.detector
         self._notices.append(detector.redact(text) if detector else text)
@@ -218,14 +224,15 @@ class Session:
         tag = plan.command_tag if plan else status.split(" ")[0]
         if cur.description is None:
             return StatementResult(tag, status)
-        columns = [d.name for d in cur.description]
+        detector = self.gateway.detector
+        # Names come from the query or the catalog, not from rows; the detectors look anyway.
+        columns = [detector.redact(d.name) if detector else d.name for d in cur.description]
         limit = max_rows if max_rows is not None else None
         rows = await (cur.fetchmany(limit + 1) if limit is not None else cur.fetchall())
         truncated = limit is not None and len(rows) > limit
         if truncated:
             rows = rows[:limit]
         maskers = self._column_maskers(plan, cur, len(columns))
-        detector = self.gateway.detector
         out = []
         for row in rows:
             values = []
