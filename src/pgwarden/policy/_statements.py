@@ -98,12 +98,19 @@ _TRANSACTION_TAGS = {
 }
 
 
+# Kinds whose tag depends on more than the node type (handled one by one in command_tag).
+_NODE_DEPENDENT = frozenset({"TransactionStmt", "CreateTableAsStmt", "DropStmt", "RenameStmt",
+                             "VariableSetStmt", "FetchStmt", "DefineStmt"})
+_FIXED_TAGS = {kind: tag for kind, tag in _TAGS.items() if kind not in _NODE_DEPENDENT}
+
+
 def command_tag(kind: str, node: dict[str, Any]) -> str:
     """The command tag PostgreSQL reports for this statement (best effort for display and audit)."""
+    tag = _FIXED_TAGS.get(kind)  # SELECT, INSERT, UPDATE, …: one lookup for the common statements
+    if tag is not None:
+        return tag
     if kind == "TransactionStmt":
         return _TRANSACTION_TAGS.get(node.get("kind", ""), "TRANSACTION")
-    if kind == "SelectStmt" and node.get("intoClause"):
-        return "SELECT"
     if kind == "CreateTableAsStmt":
         return "CREATE MATERIALIZED VIEW" if node.get("objtype") == "OBJECT_MATVIEW" else "CREATE TABLE AS"
     if kind == "DropStmt":
@@ -116,4 +123,5 @@ def command_tag(kind: str, node: dict[str, Any]) -> str:
         return "MOVE"
     if kind == "DefineStmt":
         return "CREATE " + _CREATE_OBJECT.get(node.get("kind", ""), "OBJECT")
-    return _TAGS.get(kind, kind.removesuffix("Stmt").upper())
+    tag = _TAGS.get(kind)
+    return tag if tag is not None else kind.removesuffix("Stmt").upper()

@@ -59,15 +59,21 @@ _TOO_DEEP = "the statement nests expressions or queries deeper than the gateway 
 
 def _analyse_tree(sql: str, tree: dict, catalog, session: SessionFacts) -> Analysis:
     encoded = None
+    ascii_only = sql.isascii()
     statements = []
     for raw in tree.get("stmts") or ():
         start = raw.get("stmt_location", 0)
         length = raw.get("stmt_len", 0)
         if start or length:
-            # libpg_query locations are byte offsets into the UTF-8 text.
-            if encoded is None:
-                encoded = sql.encode()
-            text = encoded[start:start + length if length else None].decode(errors="replace").strip()
+            # libpg_query locations are byte offsets into the UTF-8 text (in ASCII text,
+            # character offsets too: no need to encode and decode it).
+            end = start + length if length else None
+            if ascii_only:
+                text = sql[start:end].strip()
+            else:
+                if encoded is None:
+                    encoded = sql.encode()
+                text = encoded[start:end].decode(errors="replace").strip()
         else:
             text = sql.strip()
         statements.append(_statement(text, raw.get("stmt") or {}, catalog, session))
@@ -138,37 +144,58 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
     else:
         facts.unknown.append(f"statement type {kind or 'empty'} is not understood by the gateway")
 
-    if any(f.name in _WRITING_FUNCTIONS and f.schema in (None, "pg_catalog") for f in facts.functions):
+    functions = facts.functions
+    if functions and any(f.name in _WRITING_FUNCTIONS and f.schema in (None, "pg_catalog")
+                         for f in functions):
         facts.classes.add(StatementClass.WRITE)  # they change a sequence: PostgreSQL refuses them read-only
     if not facts.classes and not facts.unknown:
         facts.unknown.append(f"statement type {kind} has no class")
-    return StatementAnalysis(
-        text=text,
-        node=kind,
-        command_tag=command_tag(kind, node),
-        classes=frozenset(facts.classes),
-        relations=tuple(dict.fromkeys(facts.relations)),
-        functions=tuple(dict.fromkeys(facts.functions)),
-        outputs=outputs if isinstance(outputs, tuple) else to_outputs(outputs),
-        predicate_sources=frozenset(facts.predicate_sources),
-        written_sources=frozenset(facts.written_sources),
-        whole_row_refs=frozenset(facts.whole_row_refs),
-        referenced=frozenset(facts.referenced | facts.predicate_sources | facts.written_sources),
-        missing_where=facts.missing_where,
-        settings=extra.pop("settings", ()),
-        nested=tuple(dict.fromkeys(facts.nested)),
-        explain_analyze=extra.pop("explain_analyze", False),
-        copy_target=extra.pop("copy_target", None),
-        read_write_transaction=extra.pop("read_write_transaction", False),
-        prepared_name=extra.pop("prepared_name", None),
-        execute_name=extra.pop("execute_name", None),
-        cursor_name=extra.pop("cursor_name", None),
-        creates_temp=extra.pop("creates_temp", False),
-        unknown=tuple(dict.fromkeys(facts.unknown)),
-        literal_dependent=(kind not in _QUERIES or facts.missing_where
-                           or any(f.name == "set_config" for f in facts.functions)),
-        extras=extra,
+    # Built positionally, and only converting what is non-empty: with two dozen
+    # fields, keyword passing and empty conversions are a measurable share of a verdict.
+    predicate_sources, written_sources = facts.predicate_sources, facts.written_sources
+    referenced = facts.referenced
+    if predicate_sources or written_sources:
+        referenced = referenced | predicate_sources | written_sources
+    # Facts carried in ``extra`` become fields; what is left stays in ``extras``.
+    settings = extra.pop("settings", ()) if extra else ()
+    explain_analyze = extra.pop("explain_analyze", False) if extra else False
+    copy_target = extra.pop("copy_target", None) if extra else None
+    read_write_transaction = extra.pop("read_write_transaction", False) if extra else False
+    prepared_name = extra.pop("prepared_name", None) if extra else None
+    execute_name = extra.pop("execute_name", None) if extra else None
+    cursor_name = extra.pop("cursor_name", None) if extra else None
+    creates_temp = extra.pop("creates_temp", False) if extra else False
+    return StatementAnalysis(  # every field, in declaration order
+        text,
+        kind,  # node
+        command_tag(kind, node),
+        frozenset(facts.classes),
+        # relations, functions: without repeats, in first-seen order (no dict needed for one)
+        tuple(facts.relations) if len(facts.relations) < 2 else tuple(dict.fromkeys(facts.relations)),
+        tuple(functions) if len(functions) < 2 else tuple(dict.fromkeys(functions)),
+        outputs if isinstance(outputs, tuple) else to_outputs(outputs),
+        frozenset(predicate_sources) if predicate_sources else _NOTHING,
+        frozenset(written_sources) if written_sources else _NOTHING,
+        frozenset(facts.whole_row_refs) if facts.whole_row_refs else _NOTHING,
+        frozenset(referenced) if referenced else _NOTHING,
+        facts.missing_where,
+        settings,
+        tuple(dict.fromkeys(facts.nested)) if facts.nested else (),  # nested
+        explain_analyze,
+        copy_target,
+        read_write_transaction,
+        prepared_name,
+        execute_name,
+        cursor_name,
+        creates_temp,
+        tuple(dict.fromkeys(facts.unknown)) if facts.unknown else (),  # unknown
+        (kind not in _QUERIES or facts.missing_where
+         or (bool(functions) and any(f.name == "set_config" for f in functions))),  # literal_dependent
+        extra,  # extras
     )
+
+
+_NOTHING: frozenset = frozenset()
 
 
 # -- statement kinds ---------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """What the analyser reports about one SQL statement: the Analysis contract.
 
-These are the facts the decision is made from. They are plain frozen data so
-that verdicts can be cached and tests can assert on them directly. Anything the
+These are the facts the decision is made from. They are plain data, immutable
+or read-only by convention (see each class), so that verdicts can be cached and
+tests can assert on them directly. Anything the
 analyser did not understand lands in ``unknown`` — the decision treats a
 non-empty ``unknown`` as a reason to deny, never as "probably fine".
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class StatementClass(StrEnum):
@@ -40,8 +42,14 @@ class Access(StrEnum):
 WRITE_ACCESSES = frozenset({Access.INSERT, Access.UPDATE, Access.DELETE, Access.TRUNCATE})
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class ColumnId:
+# ColumnId, RelationAccess and FunctionCall are named tuples rather than frozen
+# dataclasses: every statement analysed builds, hashes and compares them many times
+# (lineage sets, de-duplication, mask lookups, memo keys), and a tuple does all of it
+# in C where a dataclass runs Python code. They stay immutable, compare by value, and
+# ColumnId orders by (schema, table, column), as the dataclasses did.
+
+
+class ColumnId(NamedTuple):
     """A base column, ``schema.table.column``."""
 
     schema: str
@@ -52,8 +60,9 @@ class ColumnId:
         return f"{self.schema}.{self.table}.{self.column}"
 
 
-@dataclass(frozen=True, slots=True)
-class RelationAccess:
+class RelationAccess(NamedTuple):
+    """A relation a statement touches, and how."""
+
     schema: str
     name: str
     access: Access
@@ -66,8 +75,9 @@ class RelationAccess:
         return f"{self.schema}.{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class FunctionCall:
+class FunctionCall(NamedTuple):
+    """A function a statement calls."""
+
     schema: str | None  # as written; None when unqualified
     name: str
     resolved_schemas: frozenset[str] = frozenset()  # schemas that define this name, per the catalog
@@ -78,9 +88,12 @@ class FunctionCall:
         return f"{self.schema}.{self.name}" if self.schema else self.name
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class OutputColumn:
     """One column of the result the client receives, with its lineage.
+
+    Read-only by convention rather than ``frozen`` (see StatementAnalysis; several are
+    built per statement), with equality and hashing by value as when it was frozen.
 
     ``plain`` is True when the value is exactly one source column's value
     (through aliases, subqueries, CTEs and views), so a per-column strategy
@@ -151,8 +164,11 @@ class StatementAnalysis:
     @property
     def width(self) -> int | None:
         """How many columns the result has, when the analysis knows exactly (None otherwise)."""
-        if self.node not in _RESULT_NODES or any(o.expands for o in self.outputs):
+        if self.node not in _RESULT_NODES:
             return None
+        for out in self.outputs:
+            if out.expands:
+                return None
         if self.node in ("FetchStmt", "ExecuteStmt") and not self.outputs:
             return None
         return len(self.outputs)
@@ -166,9 +182,13 @@ _RESULT_NODES = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt
                            "ExecuteStmt"})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Analysis:
-    """All statements of one query string, in order."""
+    """All statements of one query string, in order.
+
+    Read-only by convention rather than ``frozen`` (see StatementAnalysis), with
+    equality and hashing by value as when it was frozen.
+    """
 
     text: str
     statements: tuple[StatementAnalysis, ...]

@@ -95,14 +95,25 @@ class Catalog:
         """Schemas searched for an unqualified relation, in PostgreSQL's order."""
         return self._lookup_path
 
+    @functools.cached_property
+    def _unqualified(self) -> dict[str, Relation]:
+        """Name → the relation an unqualified name resolves to: the first along the lookup path.
+
+        Built once per snapshot (the snapshot never changes), so that resolving a
+        name costs one lookup rather than one per schema of the path.
+        """
+        rank = {schema: i for i, schema in reversed(list(enumerate(self._lookup_path)))}
+        found: dict[str, tuple[int, Relation]] = {}
+        for (schema, name), rel in self.relations.items():
+            i = rank.get(schema)
+            if i is not None and (name not in found or i < found[name][0]):
+                found[name] = (i, rel)
+        return {name: rel for name, (_, rel) in found.items()}
+
     def resolve_relation(self, schema: str | None, name: str) -> Relation | None:
         if schema is not None:
             return self.relations.get((schema, name))
-        for candidate in self._lookup_path:
-            rel = self.relations.get((candidate, name))
-            if rel is not None:
-                return rel
-        return None
+        return self._unqualified.get(name)
 
     def default_schema(self, name: str) -> str:
         """The schema an unqualified, unknown relation name would be created in or read from."""

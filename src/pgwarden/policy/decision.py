@@ -27,6 +27,7 @@ from .analysis import (
     Access,
     Analysis,
     ColumnId,
+    FunctionCall,
     RelationAccess,
     StatementAnalysis,
     StatementClass,
@@ -49,6 +50,8 @@ _ALWAYS = frozenset({StatementClass.TRANSACTION, StatementClass.SESSION})
 _DESTRUCTIVE_NODES = frozenset({"DropStmt", "TruncateStmt", "DropdbStmt", "DropRoleStmt", "DropOwnedStmt"})
 _DESTRUCTIVE_ALTERS = ("AT_Drop", "AT_AlterColumnType")
 _TRIGGERS = {StatementClass(t.value): t for t in ApprovalTrigger if t.value in StatementClass._value2member_map_}
+_UNSEEN = object()
+_SENSITIVE_TABLE_NAMES = frozenset(table for _, table in builtins.SENSITIVE_TABLES)
 
 
 class _MaskSet:
@@ -73,6 +76,24 @@ class _MaskSet:
             self._found[column] = found
         return found
 
+    def masked(self, columns: set[ColumnId] | frozenset[ColumnId]) -> list[ColumnId]:
+        """The columns of ``columns`` a mask may cover (``schema.table.*``: when one may cover that table)."""
+        if not columns:
+            return []
+        known = self._found
+        out = []
+        for column in columns:
+            if column.column == "*":
+                if self.may_cover_table(column.schema, column.table):
+                    out.append(column)
+                continue
+            mask = known.get(column, _UNSEEN)
+            if mask is _UNSEEN:
+                mask = self.find(column)
+            if mask is not None:
+                out.append(column)
+        return out
+
     def may_cover_table(self, schema: str, table: str) -> bool:
         key = (schema, table)
         hit = self._tables.get(key)
@@ -85,6 +106,25 @@ class _MaskSet:
 
     def __bool__(self) -> bool:
         return bool(self.masks)
+
+
+class _RuleChecks:
+    """What the class and approval checks need from one rule, worked out once per rule, not per statement."""
+
+    __slots__ = ("allowed", "destructive", "hint", "permitted", "quiet", "rule", "triggers")
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        allowed = set(rule.statements.allow) | _ALWAYS
+        if StatementClass.WRITE in allowed:
+            allowed.add(StatementClass.LOCK)
+        self.allowed = frozenset(allowed)
+        self.triggers = frozenset(rule.approval.required_for)
+        self.destructive = ApprovalTrigger.DESTRUCTIVE in self.triggers
+        # Classes that neither need approval nor are denied: a statement of only these passes the class check.
+        self.quiet = frozenset(k for k in self.allowed if _TRIGGERS.get(k) not in self.triggers)
+        self.permitted = ", ".join(sorted(c.value for c in rule.statements.allow)) or "nothing"
+        self.hint = _approval_hint(rule)
 
 
 class Decider:
@@ -100,6 +140,7 @@ class Decider:
         self._rules: dict[tuple, tuple[Rule | None, _MaskSet]] = {}
         self._settings: dict[tuple, PinnedSettings] = {}
         self._memo: dict[tuple, tuple] = {}  # relation checks: (rule, relation, search_path, masked) → denials
+        self._checks: dict[str, _RuleChecks] = {}  # by rule name (unique in a policy); see _rule_checks
 
     # -- public ----------------------------------------------------------------------
 
@@ -138,10 +179,12 @@ class Decider:
                     return shaped
         analysis = analyse(sql, catalog, session)
         verdict = self.decide_analysis(analysis, rule=rule, masks=masks, subject=subject, catalog=catalog)
-        if not any(st.execute_name or st.cursor_name for st in analysis.statements):
-            self._remember(key, verdict)
-            if shape_key is not None and analysis.ok and not any(st.literal_dependent for st in analysis.statements):
-                self._remember(shape_key, verdict)
+        for st in analysis.statements:
+            if st.execute_name or st.cursor_name:
+                return verdict  # depends on the session's prepared statements and cursors: never cached
+        self._remember(key, verdict)
+        if shape_key is not None and analysis.ok and not any(st.literal_dependent for st in analysis.statements):
+            self._remember(shape_key, verdict)
         return verdict
 
     def _remember(self, key: tuple, verdict: Verdict) -> None:
@@ -178,13 +221,19 @@ class Decider:
             reasons.append(Reason("syntax_error", f"PostgreSQL's parser rejected the text: {analysis.error}"))
         elif not analysis.statements:
             reasons.append(Reason("empty", "the text holds no statement"))
+        checks = self._rule_checks(rule)
+        writes = False
         for index, st in enumerate(analysis.statements):
-            check = _StatementCheck(self.policy, rule, masks, catalog, index, self._memo)
+            check = _StatementCheck(self.policy, checks, masks, catalog, index, self._memo)
             check.run(st)
-            reasons.extend(check.denials)
-            approvals.extend(check.approvals)
-            plans.append(StatementPlan(index, st.command_tag, tuple(check.masks), check.scrub_errors, st.width))
-        writes = any(st.classes & _WRITING for st in analysis.statements)
+            if check.denials:
+                reasons.extend(check.denials)
+            if check.approvals:
+                approvals.extend(check.approvals)
+            plans.append(StatementPlan(index, st.command_tag, tuple(check.masks) if check.masks else (),
+                                       check.scrub_errors, st.width))
+            if not writes and not st.classes.isdisjoint(_WRITING):
+                writes = True
         settings_key = (rule.name, not writes, catalog.search_path, subject)
         settings = self._settings.get(settings_key)
         if settings is None:
@@ -204,22 +253,29 @@ class Decider:
             reasons.append(Reason("approval_needs_single_statement",
                                   "a statement that needs approval must be sent on its own, not together "
                                   "with other statements; send it alone and it will be held for approval"))
+        approval = None
         if reasons:
             decision = Decision.DENY
         elif approvals:
             decision = Decision.NEEDS_APPROVAL
             reasons = [Reason("approval_required", a) for a in dict.fromkeys(approvals)]
-        else:
-            decision = Decision.ALLOW
-        approval = None
-        if decision is Decision.NEEDS_APPROVAL:
             policy = rule.approval
             approval = ApprovalRequirement(tuple(policy.approvers), policy.timeout, policy.window,
                                            tuple(dict.fromkeys(approvals)))
+        else:
+            decision = Decision.ALLOW
         return Verdict(decision, rule.name, tuple(reasons), tuple(plans), rule.max_rows, settings, approval,
                        self.version)
 
     # -- internals -------------------------------------------------------------------
+
+    def _rule_checks(self, rule: Rule) -> _RuleChecks:
+        checks = self._checks.get(rule.name)
+        if checks is None or checks.rule is not rule:
+            checks = _RuleChecks(rule)
+            if len(self._checks) < 10_000:
+                self._checks[rule.name] = checks
+        return checks
 
     def _principal(self, subject: str, groups: frozenset[str], target: str | None) -> tuple[Rule | None, _MaskSet]:
         key = (subject, groups, target)
@@ -244,11 +300,15 @@ def _application_name(subject: str) -> str:
 class _StatementCheck:
     """All checks of one statement; collects denials, approval triggers and masks."""
 
-    def __init__(self, policy: PolicyDocument, rule: Rule, masks: _MaskSet, catalog: Catalog, index: int,
-                 memo: dict):
+    __slots__ = ("approvals", "catalog", "checks", "denials", "index", "mask_set", "masks", "memo", "policy",
+                 "rule", "scrub_errors")
+
+    def __init__(self, policy: PolicyDocument, checks: _RuleChecks, masks: _MaskSet, catalog: Catalog,
+                 index: int, memo: dict):
         self.memo = memo
         self.policy = policy
-        self.rule = rule
+        self.checks = checks
+        self.rule = checks.rule
         self.mask_set = masks
         self.catalog = catalog
         self.index = index
@@ -266,32 +326,39 @@ class _StatementCheck:
                       "so it refuses it; rewrite it in plainer SQL")
         self.classes(st)
         self.builtin_statement_denials(st)
-        self.relations(st)
-        self.functions(st)
-        self.settings(st)
-        self.sensitive_columns(st)
-        self.masking(st)
+        if st.relations:
+            self.relations(st)
+        if st.functions:
+            self.functions(st)
+        if st.settings:
+            self.settings(st)
+        # Every column whose values the statement uses (outputs, filters, writes): both checks below
+        # need them.
+        used = set(st.predicate_sources)
+        used |= st.written_sources
+        for out in st.outputs:
+            used |= out.sources
+        self.sensitive_columns(used)
+        self.masking(st, used)
 
     # -- classes and approval --------------------------------------------------------
 
     def classes(self, st: StatementAnalysis) -> None:
         rule = self.rule
-        allowed = set(rule.statements.allow) | _ALWAYS
-        if StatementClass.WRITE in allowed:
-            allowed.add(StatementClass.LOCK)
-        triggers = set(rule.approval.required_for)
-        for klass in sorted(st.classes):
-            trigger = _TRIGGERS.get(klass)
-            if trigger is not None and trigger in triggers:
-                self.approvals.append(f"{klass.value} statements need approval under rule {rule.name!r}")
-            elif klass not in allowed:
-                permitted = ", ".join(sorted(c.value for c in rule.statements.allow)) or "nothing"
-                self.deny("statement_class_denied",
-                          f"{st.command_tag} is a {klass.value} statement; rule {rule.name!r} permits {permitted}"
-                          + _approval_hint(rule))
-        destructive = st.node in _DESTRUCTIVE_NODES or any(
-            r.access in (Access.DELETE, Access.TRUNCATE) for r in st.relations) or _destructive_alter(st)
-        if destructive and ApprovalTrigger.DESTRUCTIVE in triggers:
+        checks = self.checks
+        triggers = checks.triggers
+        if not st.classes <= checks.quiet:  # otherwise no class needs approval or is denied
+            for klass in sorted(st.classes):
+                trigger = _TRIGGERS.get(klass)
+                if trigger is not None and trigger in triggers:
+                    self.approvals.append(f"{klass.value} statements need approval under rule {rule.name!r}")
+                elif klass not in checks.allowed:
+                    self.deny("statement_class_denied",
+                              f"{st.command_tag} is a {klass.value} statement; rule {rule.name!r} permits "
+                              f"{checks.permitted}" + checks.hint)
+        if checks.destructive and (
+                st.node in _DESTRUCTIVE_NODES or any(r.access in (Access.DELETE, Access.TRUNCATE)
+                                                     for r in st.relations) or _destructive_alter(st)):
             self.approvals.append(f"{st.command_tag} is destructive; rule {rule.name!r} holds it for approval")
         if st.missing_where:
             if ApprovalTrigger.NO_WHERE in triggers:
@@ -323,24 +390,30 @@ class _StatementCheck:
 
     def relations(self, st: StatementAnalysis) -> None:
         memo = self.memo
-        for rel in dict.fromkeys(st.relations):
-            key = (self.rule.name, rel, self.catalog.search_path, bool(self.mask_set))
+        name, search_path, masked = self.rule.name, self.catalog.search_path, bool(self.mask_set.masks)
+        for rel in st.relations if len(st.relations) == 1 else dict.fromkeys(st.relations):
+            key = (name, rel, search_path, masked)
             found = memo.get(key)
             if found is None:
-                mark = len(self.denials)
-                self._relation(rel, st)
-                found = tuple((r.code, r.message) for r in self.denials[mark:])
-                del self.denials[mark:]
-                if len(memo) < 100_000:
-                    memo[key] = found
+                found = self._remembered(key, self._relation, rel)
             for code, message in found:
                 self.deny(code, message)
 
-    def _relation(self, rel: RelationAccess, st: StatementAnalysis) -> None:
+    def _remembered(self, key: tuple, check, item) -> tuple[tuple[str, str], ...]:
+        """Run ``check(item)`` and remember the denials it made under ``key`` (in Decider._memo)."""
+        mark = len(self.denials)
+        check(item)
+        found = tuple((r.code, r.message) for r in self.denials[mark:])
+        del self.denials[mark:]
+        if len(self.memo) < 100_000:
+            self.memo[key] = found
+        return found
+
+    def _relation(self, rel: RelationAccess) -> None:
         rule = self.rule
         name = rel.qualified
         if rel.schema in builtins.SYSTEM_SCHEMAS:
-            self._system_relation(rel.schema, rel.name, rel.access, st)
+            self._system_relation(rel.schema, rel.name, rel.access)
             return
         schemas = self._candidate_schemas(rel)
         if rel.via_view is not None:
@@ -373,7 +446,7 @@ class _StatementCheck:
         path = [s for s in self.catalog.search_path if s not in ("pg_catalog", "$user")]
         return list(dict.fromkeys([rel.schema, *path])) if rel.schema in path else [rel.schema]
 
-    def _system_relation(self, schema: str, name: str, access: Access, st: StatementAnalysis) -> None:
+    def _system_relation(self, schema: str, name: str, access: Access) -> None:
         if access not in (Access.READ, Access.PLAN):
             self.deny("system_catalog_write", f"{schema}.{name} is a system catalog; it cannot be changed "
                       "through the gateway")
@@ -391,32 +464,44 @@ class _StatementCheck:
     # -- functions -------------------------------------------------------------------
 
     def functions(self, st: StatementAnalysis) -> None:
-        rule = self.rule
+        memo = self.memo
+        name, search_path = self.rule.name, self.catalog.search_path
         for fn in st.functions:
-            lname = fn.name.lower()
-            builtin = (fn.schema in (None, "pg_catalog", "information_schema")
-                       and ("pg_catalog" in fn.resolved_schemas or "information_schema" in fn.resolved_schemas
-                            or fn.schema == "information_schema"))
-            if fn.schema in (None, "pg_catalog"):
-                denial = builtins.function_denial(lname)
-                if denial is not None and lname == "set_config" and self._harmless_setting(fn.first_arg):
-                    denial = None  # set_config('TimeZone', …) as drivers send it
-                if denial is not None:
-                    self.deny(denial.code, f"{fn.display}() {denial.message}")
-                    continue
-            qualified = [f"{s}.{lname}" for s in ([fn.schema] if fn.schema else sorted(fn.resolved_schemas))]
-            names = [lname, *qualified]
-            if any(fnmatch.fnmatchcase(n, p) for n in names for p in rule.functions.deny):
-                self.deny("function_denied", f"{fn.display}() is denied by rule {rule.name!r}")
-                continue
-            if builtin:
-                continue
-            if any(fnmatch.fnmatchcase(n, p) for n in qualified or [f"{self.catalog.default_schema(lname)}.{lname}"]
-                   for p in rule.functions.allow):
-                continue
-            where = ", ".join(qualified) if qualified else "no schema the catalog knows"
-            self.deny("function_not_allowed", f"{fn.display}() is not a built-in function ({where}); user "
-                      f"functions can run any SQL, so rule {rule.name!r} must list it under functions.allow")
+            # The same calls recur in statement after statement, and checking one means matching
+            # dozens of patterns. (Three items: never equal to a relation check's key of four.)
+            key = (name, fn, search_path)
+            found = memo.get(key)
+            if found is None:
+                found = self._remembered(key, self._function, fn)
+            for code, message in found:
+                self.deny(code, message)
+
+    def _function(self, fn: FunctionCall) -> None:
+        rule = self.rule
+        lname = fn.name.lower()
+        builtin = (fn.schema in (None, "pg_catalog", "information_schema")
+                   and ("pg_catalog" in fn.resolved_schemas or "information_schema" in fn.resolved_schemas
+                        or fn.schema == "information_schema"))
+        if fn.schema in (None, "pg_catalog"):
+            denial = builtins.function_denial(lname)
+            if denial is not None and lname == "set_config" and self._harmless_setting(fn.first_arg):
+                denial = None  # set_config('TimeZone', …) as drivers send it
+            if denial is not None:
+                self.deny(denial.code, f"{fn.display}() {denial.message}")
+                return
+        qualified = [f"{s}.{lname}" for s in ([fn.schema] if fn.schema else sorted(fn.resolved_schemas))]
+        names = [lname, *qualified]
+        if any(fnmatch.fnmatchcase(n, p) for n in names for p in rule.functions.deny):
+            self.deny("function_denied", f"{fn.display}() is denied by rule {rule.name!r}")
+            return
+        if builtin:
+            return
+        if any(fnmatch.fnmatchcase(n, p) for n in qualified or [f"{self.catalog.default_schema(lname)}.{lname}"]
+               for p in rule.functions.allow):
+            return
+        where = ", ".join(qualified) if qualified else "no schema the catalog knows"
+        self.deny("function_not_allowed", f"{fn.display}() is not a built-in function ({where}); user "
+                  f"functions can run any SQL, so rule {rule.name!r} must list it under functions.allow")
 
     # -- session settings ------------------------------------------------------------
 
@@ -462,28 +547,45 @@ class _StatementCheck:
                           "extra_float_digits, planner settings…) are, and rules may list more under "
                           "session.allow_settings")
 
-    def sensitive_columns(self, st: StatementAnalysis) -> None:
-        used = set(st.predicate_sources) | set(st.written_sources)
-        for out in st.outputs:
-            used |= out.sources
-        hits = [col for col in used if (col.schema, col.table) in builtins.SENSITIVE_TABLES and (
-            col.column == "*" or (col.schema, col.table, col.column) in builtins.SENSITIVE_CATALOG_COLUMNS)]
-        for col in sorted(hits):
+    def sensitive_columns(self, used: set[ColumnId]) -> None:
+        hits = []
+        for col in used:
+            if col.table not in _SENSITIVE_TABLE_NAMES:
+                continue  # the table name alone rules out nearly every column, cheaply
+            if (col.schema, col.table) not in builtins.SENSITIVE_TABLES:
+                continue
+            if col.column == "*" or (col.schema, col.table, col.column) in builtins.SENSITIVE_CATALOG_COLUMNS:
+                hits.append(col)
+        if hits:
             d = builtins.SENSITIVE_COLUMN_DENIAL
-            self.deny(d.code, f"{col} {d.message}")
+            for col in sorted(hits):
+                self.deny(d.code, f"{col} {d.message}")
 
     # -- masking ---------------------------------------------------------------------
 
-    def masking(self, st: StatementAnalysis) -> None:
+    def masking(self, st: StatementAnalysis, used: set[ColumnId]) -> None:
         masks = self.mask_set
-        if not masks:
+        if not masks.masks:
             return
+        # Most statements read no masked column at all: one look at each distinct column
+        # read anywhere settles that, and then nothing below could mask, deny or scrub.
+        read = used | st.referenced
+        # Every check below is about masked columns of these sets (all subsets of ``read``):
+        # intersecting with the few masked ones spares a mask lookup per column and check.
+        masked = masks.masked(read)
+        if not masked:
+            self.scrub_errors = False
+            return
+        hit = frozenset(masked)
         masking = self.policy.masking
+        find = masks.find
         touched = False
         shifted = False  # an earlier output expanded to an unknown number of columns
         for position, out in enumerate(st.outputs):
             after_unknown, shifted = shifted, shifted or out.expands
-            found: list[tuple[ColumnId, ColumnMask]] = []
+            if hit.isdisjoint(out.sources):
+                continue  # no masked column, and no '*' a mask may cover
+            found: list[tuple[ColumnId, ColumnMask]] | None = None
             for source in out.sources:
                 if source.column == "*":
                     if masks.may_cover_table(source.schema, source.table):
@@ -491,8 +593,10 @@ class _StatementCheck:
                                   f"{source.table} are masked without the target's catalog; name the columns "
                                   "you need instead of * or whole rows")
                     continue
-                mask = masks.find(source)
+                mask = find(source)
                 if mask is not None:
+                    if found is None:
+                        found = []
                     found.append((source, mask))
             if not found:
                 continue
@@ -502,8 +606,8 @@ class _StatementCheck:
                           f"so masks for {source_list(found)} cannot be placed; select named columns, or give "
                           "set-returning functions a column definition list")
                 continue
-            source, mask = min(found)
-            same = all(m is mask for _, m in found)
+            source, mask = found[0] if len(found) == 1 else min(found)
+            same = len(found) == 1 or all(m is mask for _, m in found)
             if out.plain and same and not out.whole_row:
                 self.masks.append(MaskAction(position, out.name, mask.strategy.value, source, False, mask.keep,
                                              out.origin))
@@ -513,29 +617,24 @@ class _StatementCheck:
             else:
                 self.masks.append(MaskAction(position, out.name, MaskStrategy.REDACT.value, source, True, 0,
                                              out.origin))
-        predicate = sorted(c for c in st.predicate_sources if self._masked(c))
+        predicate = st.predicate_sources & hit
         if predicate:
             touched = True
             if not masking.allow_in_predicates:
-                cols = ", ".join(str(c) for c in predicate)
+                cols = ", ".join(str(c) for c in sorted(predicate))
                 self.deny("masked_predicate", f"masked column(s) {cols} may not be used to filter, join, group or "
                           "sort: that would reveal their values; filter on other columns")
-        written = sorted(c for c in st.written_sources if self._masked(c))
+        written = st.written_sources & hit
         if written:
-            cols = ", ".join(str(c) for c in written)
+            cols = ", ".join(str(c) for c in sorted(written))
             self.deny("masked_data_laundering", f"this statement would copy masked column(s) {cols} into a "
                       "table (or pass them to an execution), where they would no longer be masked")
-        if any(self._masked(c) for c in st.referenced):
+        if not hit.isdisjoint(st.referenced):
             touched = True  # e.g. ssn::int in a sub-query the output never shows: its error would
         if st.node == "CopyStmt" and any(m for m in self.masks):
             self.deny("copy_masked", "COPY output is not masked by the gateway; use SELECT for tables with "
                       "masked columns (its results are masked)")
         self.scrub_errors = touched or bool(self.masks)
-
-    def _masked(self, column: ColumnId) -> bool:
-        if column.column == "*":
-            return self.mask_set.may_cover_table(column.schema, column.table)
-        return self.mask_set.find(column) is not None
 
 
 def source_list(found: list[tuple[ColumnId, ColumnMask]]) -> str:

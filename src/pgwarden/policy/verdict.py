@@ -13,6 +13,12 @@ from enum import StrEnum
 
 from .analysis import ColumnId
 
+# Reason, MaskAction, StatementPlan and Verdict are built for every verdict decided.
+# They are read-only by convention rather than ``frozen``: a frozen dataclass sets
+# every field through ``object.__setattr__``, a measurable share of a verdict's cost.
+# They keep equality and hashing by value (``unsafe_hash``) as their frozen versions
+# had. Verdicts are cached and shared between sessions: never modify one.
+
 
 class Decision(StrEnum):
     ALLOW = "allow"
@@ -20,8 +26,10 @@ class Decision(StrEnum):
     NEEDS_APPROVAL = "needs_approval"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Reason:
+    """Why a verdict is what it is. Read-only by convention (see above)."""
+
     code: str  # stable, e.g. "table_denied"; see reasons.py
     message: str  # what happened and what the agent may do instead
     statement: int | None = None  # index in the query string, when it concerns one statement
@@ -30,10 +38,11 @@ class Reason:
         return {"code": self.code, "message": self.message, "statement": self.statement}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MaskAction:
     """Mask one output column. ``strategy`` names a masking strategy; ``whole``
-    means the output is an expression over a masked column and is redacted whole."""
+    means the output is an expression over a masked column and is redacted whole.
+    Read-only by convention (see above)."""
 
     position: int
     column_name: str
@@ -51,9 +60,10 @@ class MaskAction:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class StatementPlan:
-    """Per statement of the query string: its tag and how to mask its output."""
+    """Per statement of the query string: its tag and how to mask its output. Read-only by convention
+    (see above)."""
 
     index: int
     command_tag: str
@@ -101,8 +111,10 @@ class ApprovalRequirement:
                 "max_window_ms": self.max_window_ms, "triggers": list(self.triggers)}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Verdict:
+    """The decision on one query string. Read-only by convention (see above): cached verdicts are shared."""
+
     decision: Decision
     rule: str | None
     reasons: tuple[Reason, ...]
