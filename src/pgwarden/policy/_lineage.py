@@ -1,4 +1,4 @@
-"""Column lineage over pglast's JSON parse tree: scopes, range entries, expressions.
+"""Column lineage over pglast's JSON parse tree: the query walker (scopes and entries live in _scope).
 
 The analyser walks libpg_query's JSON form (``pglast.parser.parse_sql_json``)
 rather than pglast's Python AST objects: the JSON is about ten times cheaper to
@@ -23,14 +23,26 @@ inside it. Only nodes that change scope or meaning are special-cased.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .analysis import Access, ColumnId, FunctionCall, OutputColumn, RelationAccess, StatementClass
+from ._scope import EMPTY, WILDCARD, Entry, Facts, Scope, Value, _as_hidden, _rename, union
+from ._tree import (
+    Node,
+    _figure_name,
+    _integer_constant,
+    _is_column_ref,
+    _is_constant,
+    _known_width,
+    _node,
+    _strings,
+    output_name,
+)
+from .analysis import Access, ColumnId, FunctionCall, RelationAccess, StatementClass
 from .catalog import Catalog, Relation
 
-Node = dict[str, Any]
-WILDCARD = "*"
+if TYPE_CHECKING:
+    from ._views import ViewLineage
+
 # Functions whose arguments leave through a side channel rather than the result.
 _SIDE_CHANNELS = frozenset({"pg_notify", "set_config"})
 
@@ -44,233 +56,8 @@ _LATER_CLAUSES = frozenset({"havingClause", "groupClause", "sortClause", "distin
 # Keys _walk handles itself; every other key is a leaf (above) or plain structure to descend into.
 _SPECIAL = frozenset({"ColumnRef", "FuncCall", "NullTest", "SubLink", "RangeVar", "SelectStmt", "InsertStmt",
                       "UpdateStmt", "DeleteStmt", "MergeStmt"})
-SYSTEM_COLUMNS = frozenset({"tableoid", "ctid", "xmin", "xmax", "cmin", "cmax"})
 
 
-@dataclass(slots=True)
-class Value:
-    """Lineage of one value: the base columns it derives from."""
-
-    sources: frozenset[ColumnId]
-    plain: bool
-    whole_row: bool = False
-    origin: tuple[int, int] | None = None
-    expands: bool = False  # stands for an unknown number of output columns (``*`` over a function)
-
-
-EMPTY = Value(frozenset(), plain=False)
-
-
-def union(values: list[Value]) -> Value:
-    if not values:
-        return EMPTY
-    if len(values) == 1:
-        v = values[0]
-        return Value(v.sources, plain=False, whole_row=v.whole_row)
-    sources: set[ColumnId] = set()
-    whole = False
-    for v in values:
-        sources |= v.sources
-        whole = whole or v.whole_row
-    return Value(frozenset(sources), plain=False, whole_row=whole)
-
-
-@dataclass(slots=True)
-class Entry:
-    """One FROM item: a relation, subquery, CTE reference, function or join.
-
-    ``_as_hidden`` copies every field: a field added here must be added there.
-    """
-
-    name: str | None  # how it is referenced (alias, else relation name)
-    schema: str | None = None  # for relations: lets schema.table.column references match
-    columns: list[tuple[str, Value]] | None = None  # None: column set unknown
-    open_table: tuple[str, str] | None = None  # unresolved relation: (schema, table)
-    open_value: Value | None = None  # function/values item whose columns are unknown
-    hidden: bool = False  # a join's side: reachable by its name, not by unqualified names or *
-    parts: list[Entry] | None = None  # a join: its two sides
-    using: list[tuple[str, Value]] | None = None  # a join: merged USING / NATURAL columns
-    system_columns: bool = False  # a table: tableoid, ctid, xmin… may be referenced
-    width_unknown: bool = False  # names known (aliases), but the column count may be larger
-
-    @property
-    def known(self) -> bool:
-        """Whether the exact column list is known (so positions of * are exact)."""
-        if self.parts is not None:
-            return all(p.known for p in self.parts)
-        return self.columns is not None
-
-    def column(self, name: str) -> Value | None:
-        if self.system_columns and name in SYSTEM_COLUMNS:
-            return EMPTY  # tableoid, ctid, xmin…: row bookkeeping, no user data
-        if self.parts is not None:
-            for uname, value in self.using or ():
-                if uname == name:
-                    return value
-            found = [v for p in self.parts for v in [p.column(name)] if v is not None]
-            exact = [v for p in self.parts if p.known for v in [p.column(name)] if v is not None]
-            found = exact or found
-            if not found:
-                return None
-            return found[0] if len(found) == 1 else union(found)
-        if self.columns is not None:
-            for cname, value in self.columns:
-                if cname == name:
-                    return value
-            return None
-        if self.open_table is not None:
-            schema, table = self.open_table
-            return Value(frozenset({ColumnId(schema, table, name)}), plain=True)
-        if self.open_value is not None:
-            return union([self.open_value])
-        return None
-
-    def all_columns(self) -> list[tuple[str, Value]]:
-        if self.width_unknown:
-            # Aliases name the first columns exactly; more may follow, how many is unknown.
-            merged = union([v for _, v in self.columns or ()])
-            return [*(self.columns or ()),
-                    ("?column?", Value(merged.sources, plain=False, whole_row=True, expands=True))]
-        if self.parts is not None:
-            merged = {n for n, _ in self.using or ()}
-            out = list(self.using or ())
-            for p in self.parts:
-                out.extend((n, v) for n, v in p.all_columns() if n not in merged)
-            return out
-        if self.columns is not None:
-            return self.columns
-        if self.open_table is not None:
-            schema, table = self.open_table
-            return [(WILDCARD, Value(frozenset({ColumnId(schema, table, WILDCARD)}), plain=False, whole_row=True,
-                                     expands=True))]
-        if self.open_value is not None:
-            merged = union([self.open_value])
-            return [("?column?", Value(merged.sources, plain=False, whole_row=True, expands=True))]
-        return []
-
-    def whole_row(self) -> Value:
-        values = [v for _, v in self.all_columns()]
-        merged = union(values)
-        return Value(merged.sources, plain=False, whole_row=True)
-
-
-@dataclass(slots=True, init=False)
-class Scope:
-    """One query level's FROM items and CTEs. (``__init__`` by hand: one is built per query level.)"""
-
-    entries: list[Entry]
-    parent: Scope | None
-    ctes: dict[str, list[tuple[str, Value]]]
-
-    def __init__(self, entries: list[Entry] | None = None, parent: Scope | None = None) -> None:
-        self.entries = [] if entries is None else entries
-        self.parent = parent
-        self.ctes = {}
-
-    def find_cte(self, name: str) -> list[tuple[str, Value]] | None:
-        scope: Scope | None = self
-        while scope is not None:
-            cols = scope.ctes.get(name)
-            if cols is not None:
-                return cols
-            scope = scope.parent
-        return None
-
-
-@dataclass(slots=True, init=False)
-class Facts:
-    """Accumulated facts of one top-level statement (mutable while walking).
-
-    Built once per statement: the hand-written ``__init__`` (literals instead of
-    ten ``default_factory`` calls) is a measurable share of a verdict's cost.
-    """
-
-    relations: list[RelationAccess]
-    functions: list[FunctionCall]
-    predicate_sources: set[ColumnId]
-    written_sources: set[ColumnId]
-    whole_row_refs: set[str]
-    classes: set[StatementClass]
-    nested: list[str]
-    unknown: list[str]
-    missing_where: bool
-    referenced: set[ColumnId]  # every column read anywhere
-
-    def __init__(self) -> None:
-        self.relations = []
-        self.functions = []
-        self.predicate_sources = set()
-        self.written_sources = set()
-        self.whole_row_refs = set()
-        self.classes = set()
-        self.nested = []
-        self.unknown = []
-        self.missing_where = False
-        self.referenced = set()
-
-
-def _strings(items: list[Node] | None) -> list[str]:
-    out = []
-    for item in items or ():
-        s = item.get("String")
-        if s is not None:
-            out.append(s.get("sval", ""))
-        elif "A_Star" in item:
-            out.append(WILDCARD)
-    return out
-
-
-def _node(wrapper: Node) -> tuple[str, Node]:
-    """``{"SelectStmt": {...}}`` → ("SelectStmt", {...})."""
-    for key, value in wrapper.items():
-        return key, value
-    return "", {}
-
-
-# FigureColname-like output names for the common node kinds
-def output_name(target: Node) -> str:
-    name = target.get("name")
-    if name:
-        return name
-    val = target.get("val") or {}
-    return _figure_name(val) or "?column?"
-
-
-def _figure_name(val: Node) -> str | None:
-    kind, node = _node(val)
-    if kind == "ColumnRef":
-        fields = _strings(node.get("fields"))
-        return fields[-1] if fields else None
-    if kind == "FuncCall":
-        names = _strings(node.get("funcname"))
-        return names[-1] if names else None
-    if kind == "TypeCast":
-        inner = _figure_name(node.get("arg") or {})
-        if inner:
-            return inner
-        names = _strings((node.get("typeName") or {}).get("names"))
-        return names[-1] if names else None
-    if kind == "A_Indirection":
-        ind = _strings(node.get("indirection"))
-        return ind[-1] if ind else _figure_name(node.get("arg") or {})
-    if kind == "CaseExpr":
-        return "case"
-    if kind == "CoalesceExpr":
-        return "coalesce"
-    if kind == "MinMaxExpr":
-        return "greatest" if node.get("op") == "IS_GREATEST" else "least"
-    if kind == "SubLink" and node.get("subLinkType") == "EXPR_SUBLINK":
-        _inner_kind, inner = _node(node.get("subselect") or {})
-        targets = inner.get("targetList") or []
-        if targets:
-            return output_name(targets[0]["ResTarget"])
-    if kind == "SubLink" and node.get("subLinkType") == "ARRAY_SUBLINK":
-        return "array"
-    if kind == "A_ArrayExpr":
-        return "array"
-    if kind == "RowExpr":
-        return "row"
-    return None
 
 
 class QueryWalker:
@@ -872,152 +659,3 @@ class QueryWalker:
         while s is not None:
             yield from s.entries
             s = s.parent
-
-
-def _as_hidden(entry: Entry) -> Entry:
-    # What dataclasses.replace(entry, hidden=True) gives, at a fraction of its cost: every field of Entry.
-    return Entry(entry.name, entry.schema, entry.columns, entry.open_table, entry.open_value, True,
-                 entry.parts, entry.using, entry.system_columns, entry.width_unknown)
-
-
-# Set-returning functions that always return exactly one column, whatever their arguments.
-# (unnest is not one: unnest of a composite array, or with several arrays, returns several.)
-_SINGLE_COLUMN_FUNCTIONS = frozenset({
-    "generate_series", "generate_subscripts", "regexp_split_to_table", "string_to_table",
-    "json_array_elements", "json_array_elements_text", "jsonb_array_elements", "jsonb_array_elements_text",
-    "json_object_keys", "jsonb_object_keys", "jsonb_path_query", "regexp_matches",
-})
-
-
-def _known_width(call: Node) -> int | None:
-    func = call.get("FuncCall") if isinstance(call, dict) else None
-    if func is None:
-        return None
-    names = _strings(func.get("funcname"))
-    if names and names[-1] in _SINGLE_COLUMN_FUNCTIONS and (len(names) == 1 or names[0] == "pg_catalog"):
-        return 1
-    if names and names[-1] in ("json_each", "jsonb_each", "json_each_text", "jsonb_each_text"):
-        return 2
-    return None
-
-
-def _rename(cols: list[tuple[str, Value]], names: list[str]) -> list[tuple[str, Value]]:
-    if not names:
-        return cols
-    out = [(names[i] if i < len(names) else n, v) for i, (n, v) in enumerate(cols)]
-    return out
-
-
-def _integer_constant(node: Any) -> int | None:
-    const = node.get("A_Const") if isinstance(node, dict) else None
-    if const is None or "ival" not in const:
-        return None
-    return int(const["ival"].get("ival", 0))
-
-
-def _is_column_ref(node: Any) -> bool:
-    return isinstance(node, dict) and "ColumnRef" in node
-
-
-def _is_constant(node: Any) -> bool:
-    """True when a WHERE clause refers to no column at all.
-
-    ``WHERE true``, ``WHERE 1 = 1``, ``WHERE $1 = $2`` or ``WHERE random() < 0.5``
-    do not name rows: they touch all of them, none, or a random share.
-    """
-    if isinstance(node, dict):
-        if "ColumnRef" in node:
-            return False
-    elif not isinstance(node, list):
-        return True
-    # Only containers go on the stack, each dict checked as it is met: half the work
-    # of stacking every value.
-    stack = [node]
-    push = stack.append
-    while stack:
-        item = stack.pop()
-        for value in item.values() if isinstance(item, dict) else item:
-            if isinstance(value, dict):
-                if "ColumnRef" in value:
-                    return False
-                push(value)
-            elif isinstance(value, list):
-                push(value)
-    return True
-
-
-class ViewLineage:
-    """Output lineage of views, computed by analysing their definitions (cached per catalog)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[str, str, str], tuple[list[tuple[str, Value]], list[RelationAccess],
-                                                      list[FunctionCall]]] = {}
-        self._active: set[tuple[str, str]] = set()
-        self._tables: dict[tuple[str, str, str], list[tuple[str, Value]]] = {}
-
-    def table_columns(self, rel: Relation, version: str) -> list[tuple[str, Value]]:
-        """A base table's columns as lineage values, built once per catalog version.
-
-        Values are never mutated after creation, so sharing them between
-        analyses is safe; the list itself is copied for each use.
-        """
-        key = (version, rel.schema, rel.name)
-        cols = self._tables.get(key)
-        if cols is None:
-            parents = [tuple(a.split(".", 1)) for a in rel.ancestors]
-            cols = [
-                (c.name, Value(frozenset({ColumnId(rel.schema, rel.name, c.name)}
-                                         | {ColumnId(ps, pn, c.name) for ps, pn in parents}),
-                               plain=True, origin=(rel.oid, c.attnum) if rel.oid else None))
-                for c in rel.columns
-            ]
-            if len(self._tables) > 50_000:
-                self._tables.clear()
-            self._tables[key] = cols
-        return list(cols)
-
-    def columns(self, rel: Relation, walker: QueryWalker) -> list[tuple[str, Value]]:
-        import orjson
-        from pglast import parser  # local: keeps import cost off module load
-
-        key = (walker.catalog.version, rel.schema, rel.name)
-        cached = self._cache.get(key)
-        if cached is None:
-            if (rel.schema, rel.name) in self._active:
-                walker.facts.unknown.append(f"recursive view {rel.qualified}")
-                return []
-            self._active.add((rel.schema, rel.name))
-            try:
-                facts = Facts()
-                inner = QueryWalker(walker.catalog, facts, self)
-                inner.via_view = rel.qualified
-                tree = orjson.loads(parser.parse_sql_json(rel.view_sql or ""))
-                kind, node = _node(tree["stmts"][0]["stmt"])
-                cols = inner.query(kind, node, None, nested_label="view")
-                names = [c.name for c in rel.columns]
-                cols = _rename(cols, names)
-                if facts.unknown:
-                    walker.facts.unknown.extend(f"view {rel.qualified}: {u}" for u in facts.unknown)
-                cached = (cols, facts.relations, facts.functions)
-                self._cache[key] = cached
-            except Exception as exc:
-                walker.facts.unknown.append(f"view {rel.qualified} could not be analysed: {exc}")
-                return []
-            finally:
-                self._active.discard((rel.schema, rel.name))
-        cols, relations, functions = cached
-        # Reading a view reads its base relations: deny lists must hold through views.
-        walker.facts.relations.extend(
-            RelationAccess(r.schema, r.name, r.access, r.resolved, r.via_view or rel.qualified, r.kind)
-            for r in relations
-        )
-        walker.facts.functions.extend(functions)
-        # A view's own output names must be the catalog's, but lineage is what matters.
-        return [(n, Value(v.sources, plain=v.plain, whole_row=v.whole_row, origin=None)) for n, v in cols]
-
-
-def to_outputs(cols: list[tuple[str, Value]]) -> tuple[OutputColumn, ...]:
-    out = []
-    for n, v in cols:
-        out.append(OutputColumn(n, v.sources, v.plain, v.whole_row, v.origin, v.expands))
-    return tuple(out)

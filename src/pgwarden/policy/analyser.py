@@ -22,8 +22,11 @@ import orjson
 from pglast import parser
 from pglast.parser import ParseError
 
-from ._lineage import EMPTY, Facts, Node, QueryWalker, Scope, Value, ViewLineage, _node, _strings, to_outputs
+from ._lineage import QueryWalker
+from ._scope import EMPTY, Facts, Scope, Value, to_outputs
 from ._statements import UTILITY, command_tag
+from ._tree import Node, _node, _strings
+from ._views import ViewLineage
 from .analysis import Access, Analysis, ColumnId, SettingChange, StatementAnalysis, StatementClass
 
 _VIEWS = ViewLineage()
