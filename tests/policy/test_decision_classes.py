@@ -129,6 +129,8 @@ DENY = [
     ("SELECT o.id FROM orders o JOIN customers c ON c.email = o.note", "masked_predicate"),
     ("SELECT id FROM customer_cards WHERE cc LIKE '4%'", "masked_predicate"),
     ("SELECT DISTINCT ON (card_number) id FROM customers", "masked_predicate"),
+    ("EXPLAIN SELECT id FROM customers WHERE ssn = '078-05-1120'", "masked_predicate"),  # estimates: statistics
+    ("EXPLAIN ANALYZE SELECT id FROM customers WHERE card_number LIKE '4%'", "masked_predicate"),
     ("SELECT count(*) FILTER (WHERE ssn LIKE '0%') FROM customers", "masked_predicate"),
     ("SELECT string_agg(full_name, ',' ORDER BY card_number) FROM customers", "masked_predicate"),
     ("SELECT row_number() OVER (PARTITION BY email) FROM customers", "masked_predicate"),

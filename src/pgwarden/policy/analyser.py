@@ -229,6 +229,10 @@ def _explain(node: Node, walker: QueryWalker, facts: Facts) -> dict[str, Any]:
     for rel in inner_facts.relations:
         facts.relations.append(type(rel)(rel.schema, rel.name, Access.PLAN, rel.resolved, rel.via_view, rel.kind))
     facts.functions.extend(inner_facts.functions)  # constant folding may call them at plan time
+    # The plan's row estimates for a predicate come from the column's statistics (most
+    # common values, histogram): planning a filter on a masked column is an oracle too.
+    facts.predicate_sources |= inner_facts.predicate_sources
+    facts.referenced |= inner_facts.referenced
     facts.unknown.extend(inner_facts.unknown)
     facts.nested.append("explain")
     return {}
