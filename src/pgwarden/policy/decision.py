@@ -354,7 +354,7 @@ class _StatementCheck:
                     self.approvals.append(f"{klass.value} statements need approval under rule {rule.name!r}")
                 elif klass not in checks.allowed:
                     self.deny("statement_class_denied",
-                              f"{st.command_tag} is a {klass.value} statement; rule {rule.name!r} permits "
+                              f"{_what(st, klass)} is {klass.value}; rule {rule.name!r} permits "
                               f"{checks.permitted}" + checks.hint)
         if checks.destructive and (
                 st.node in _DESTRUCTIVE_NODES or any(r.access in (Access.DELETE, Access.TRUNCATE)
@@ -364,8 +364,9 @@ class _StatementCheck:
             if ApprovalTrigger.NO_WHERE in triggers:
                 self.approvals.append(f"{st.command_tag} without a WHERE clause needs approval")
             elif rule.require_where:
-                self.deny("missing_where", f"{st.command_tag} without a WHERE clause (or with a constant one) "
-                          "would touch every row; add a WHERE clause naming the rows")
+                self.deny("missing_where", f"an UPDATE or DELETE in this {st.command_tag} has no WHERE clause "
+                          "naming rows (or only a constant one), so it would touch every row; add a WHERE clause "
+                          "on the row's columns")
         if st.read_write_transaction and rule.read_only():
             self.deny("read_write_transaction", f"rule {rule.name!r} is read-only; start transactions "
                       "without READ WRITE")
@@ -639,6 +640,16 @@ class _StatementCheck:
 
 def source_list(found: list[tuple[ColumnId, ColumnMask]]) -> str:
     return ", ".join(sorted({str(c) for c, _ in found}))
+
+
+def _what(st: StatementAnalysis, klass: StatementClass) -> str:
+    """The statement named for a reason: with what it writes, when a write hides inside (CTE, EXPLAIN ANALYZE)."""
+    if klass is StatementClass.WRITE:
+        writes = [f"{r.access.value} on {r.qualified}" for r in dict.fromkeys(st.relations)
+                  if r.access in WRITE_ACCESSES and r.via_view is None]
+        if writes:
+            return f"{st.command_tag} ({', '.join(writes)})"
+    return st.command_tag
 
 
 def _approval_hint(rule: Rule) -> str:
