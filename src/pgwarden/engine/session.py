@@ -132,7 +132,10 @@ class Session:
             if wrap and not conn.closed:
                 await conn.rollback()
             raise self._upstream_error(exc, scrub) from None
-        if self._remember(sql):
+        # Only texts that may change the schema or the session's names need a second look;
+        # plain reads (the hot path) do not pay for it.
+        if (not (verdict.settings and verdict.settings.read_only)
+                or any(p.command_tag in _NAMING_TAGS for p in verdict.plans)) and self._remember(sql):
             # DDL changed names the analyser resolves: read the catalog again.
             await self.gateway.arefresh_catalog(self.target)
         return RunResult(verdict, results, list(self._notices))
@@ -227,7 +230,7 @@ class Session:
         detector = self.gateway.detector
         # Names come from the query or the catalog, not from rows; the detectors look anyway.
         columns = [detector.redact(d.name) if detector else d.name for d in cur.description]
-        limit = max_rows if max_rows is not None else None
+        limit = max_rows
         rows = await (cur.fetchmany(limit + 1) if limit is not None else cur.fetchall())
         truncated = limit is not None and len(rows) > limit
         if truncated:
@@ -297,5 +300,6 @@ class Session:
         return any(StatementClass.DDL in st.classes for st in analysis.statements)
 
 
+_NAMING_TAGS = frozenset({"PREPARE", "DECLARE CURSOR", "DEALLOCATE", "CLOSE CURSOR"})
 _TXN_TAGS = frozenset({"BEGIN", "START TRANSACTION", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE",
                        "PREPARE TRANSACTION", "COMMIT PREPARED", "ROLLBACK PREPARED"})
