@@ -25,7 +25,7 @@ bench: $(STAMP)
 
 demo: $(STAMP)
 	@echo "make demo arrives with the quickstart issue; until then try:"
-	@echo "  $(BIN)/pgwarden check --config examples/pgwarden.yaml --as agent --groups ai-agents 'SELECT * FROM customers'"
+	@echo "  $(BIN)/pgwarden check --config examples/public_cases.yaml --as agent --groups ai-agents --offline 'SELECT lower(card_number) FROM customers'"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

@@ -8,6 +8,9 @@ values lose their text, and cursors and prepared statements keep their masks.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -266,3 +269,21 @@ def test_notices_of_statements_reading_masked_columns_are_withheld(cases_db: str
     assert masked.notices and all("4111" not in n and "withheld" in n for n in masked.notices)
     [plain] = run(gateway, AGENT, "SELECT shout(note) FROM orders WHERE id = 1")
     assert plain.notices == ["NOTICE: value first"]
+
+
+def test_missing_secrets_are_clear_errors_not_crashes(cases_db: str, monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    monkeypatch.delenv("PGWARDEN_MASK_KEY")
+    gateway = make_gateway(cases_db)
+    with pytest.raises(GatewayError) as err:
+        run(gateway, AGENT, "SELECT email FROM customers")
+    assert err.value.code == "secret_env_unset" and "PGWARDEN_MASK_KEY" in err.value.message
+    # pgwarden check with an unset password variable: a warning, then a verdict from the builtin catalog
+    proc = subprocess.run(
+        [sys.executable, "-m", "pgwarden.engine.cli", "check", "--config", str(REPO / "examples" / "pgwarden.yaml"),
+         "--as", "agent", "--groups", "ai-agents", "SELECT id FROM orders"],
+        capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "PGWARDEN_MAIN_PASSWORD"})
+    assert proc.returncode == 0, proc.stderr
+    assert "secret_env_unset" in proc.stderr and "Traceback" not in proc.stderr
+    assert "decision: allow" in proc.stdout

@@ -27,7 +27,7 @@ from pgwarden.policy.verdict import MaskAction
 
 from .catalog_loader import aload_catalog, load_catalog
 from .config import GatewayConfig, Target
-from .secrets import resolve_secret, resolve_secret_bytes
+from .secrets import SecretError, resolve_secret, resolve_secret_bytes
 
 Masker = Callable[[Any], "str | None"]
 
@@ -72,7 +72,7 @@ class Gateway:
         params: dict[str, Any] = {"application_name": application_name[:63],
                                   "connect_timeout": max(1, target.connect_timeout // 1000)}
         if target.password is not None:
-            params["password"] = resolve_secret(target.password, base_dir=self.config.base_dir)
+            params["password"] = self._secret(resolve_secret, target.password)
         options = [f"-c search_path={_options_value(','.join(_quote_ident(s) for s in target.search_path))}"]
         if rule is not None:
             options += [f"-c statement_timeout={rule.statement_timeout}", f"-c lock_timeout={rule.lock_timeout}",
@@ -132,7 +132,7 @@ class Gateway:
                 mask = next((m for m in self.policy.masking.columns if m.covers(str(action.source))), None)
                 if mask is None or mask.key is None:
                     raise GatewayError("mask_key_missing", f"no hash key for {action.source}")
-                secret = resolve_secret_bytes(mask.key, base_dir=self.config.base_dir)
+                secret = self._secret(resolve_secret_bytes, mask.key)
             fn = make_masker(action.strategy, keep=action.keep, key=secret)
             self._maskers[key] = fn
         return fn
@@ -141,7 +141,13 @@ class Gateway:
         """Resolve every hash key now, so a missing secret stops the gateway at start."""
         for mask in self.policy.masking.columns:
             if mask.key is not None:
-                resolve_secret_bytes(mask.key, base_dir=self.config.base_dir)
+                self._secret(resolve_secret_bytes, mask.key)
+
+    def _secret(self, resolve, ref):
+        try:
+            return resolve(ref, base_dir=self.config.base_dir)
+        except SecretError as exc:
+            raise GatewayError(exc.code, exc.message) from None
 
 
 def _quote_ident(name: str) -> str:
