@@ -57,7 +57,7 @@ import yaml
 from pglast import parser
 
 from pgwarden.policy.analyser import analyse
-from pgwarden.policy.catalog import Catalog, Column, Relation, builtin_catalog, merge
+from pgwarden.policy.catalog import Catalog, Column, Relation, merge
 from pgwarden.policy.decision import Decider
 from pgwarden.policy.language import PolicyDocument
 from pgwarden.policy.verdict import Decision
@@ -76,38 +76,29 @@ CACHED_TARGET_US = 2.0
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-# -- the world: catalog and policy (stands alone; mirrors tests/support/policies.py) ---------
+# -- the world: catalog and policy ----------------------------------------------------------------
+# The public cases' schema comes from the tests' own fixture (one definition of it); the
+# benchmark adds the pgbench tables, typed as pgbench -i creates them.
+
+sys.path.insert(0, str(REPO / "tests"))
+from support.policies import fixture_catalog  # noqa: E402
 
 
-def _table(schema: str, name: str, columns: list[str], oid: int, kind: str = "r",
-           view_sql: str | None = None, types: dict[str, str] | None = None) -> Relation:
-    types = types or {}
-    return Relation(schema, name, kind,
-                    tuple(Column(c, i + 1, types.get(c, "text")) for i, c in enumerate(columns)), oid, view_sql)
+def _table(name: str, columns: list[str], oid: int) -> Relation:
+    ints = {"aid", "bid", "tid", "abalance", "bbalance", "tbalance", "delta"}
+    return Relation("public", name, "r",
+                    tuple(Column(c, i + 1, "int4" if c in ints else "text") for i, c in enumerate(columns)), oid)
 
 
 def bench_catalog() -> Catalog:
-    ints = {c: "int4" for c in ("aid", "bid", "tid", "abalance", "bbalance", "tbalance", "delta")}
-    relations = [
-        # the public cases' fixture schema (tests/support/policies.py)
-        _table("public", "customers", ["id", "full_name", "email", "card_number", "ssn"], 16385),
-        _table("public", "orders", ["id", "customer_id", "amount", "note"], 16390),
-        _table("public", "secrets", ["id", "api_key"], 16400),
-        _table("billing", "invoices", ["id", "customer_id", "iban"], 16410),
-        _table("public", "customer_cards", ["id", "cc"], 16420, "v",
-               "SELECT customers.id, customers.card_number AS cc FROM public.customers"),
-        _table("public", "secret_view", ["id", "api_key"], 16430, "v",
-               "SELECT secrets.id, secrets.api_key FROM public.secrets"),
-        _table("public", "order_totals", ["customer_id", "total"], 16440, "v",
-               "SELECT orders.customer_id, sum(orders.amount) AS total FROM public.orders GROUP BY orders.customer_id"),
-        # pgbench -i
-        _table("public", "pgbench_accounts", ["aid", "bid", "abalance", "filler"], 16500, types=ints),
-        _table("public", "pgbench_branches", ["bid", "bbalance", "filler"], 16510, types=ints),
-        _table("public", "pgbench_tellers", ["tid", "bid", "tbalance", "filler"], 16520, types=ints),
-        _table("public", "pgbench_history", ["tid", "bid", "aid", "delta", "mtime", "filler"], 16530, types=ints),
+    fixture = fixture_catalog()
+    pgbench = [
+        _table("pgbench_accounts", ["aid", "bid", "abalance", "filler"], 16500),
+        _table("pgbench_branches", ["bid", "bbalance", "filler"], 16510),
+        _table("pgbench_tellers", ["tid", "bid", "tbalance", "filler"], 16520),
+        _table("pgbench_history", ["tid", "bid", "aid", "delta", "mtime", "filler"], 16530),
     ]
-    return merge(builtin_catalog(), relations, {"my_func": ["public"]}, search_path=["public"],
-                 version="bench-1", complete=True)
+    return merge(fixture, pgbench, {}, search_path=fixture.search_path, version="bench-1", complete=True)
 
 
 def bench_policy() -> PolicyDocument:

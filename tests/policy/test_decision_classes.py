@@ -298,6 +298,7 @@ ALLOW = [
     "VALUES (1, 'a'), (2, 'b')",
     "SELECT id FROM orders o WHERE o.amount > (SELECT avg(amount) FROM orders)",
     "DEALLOCATE ALL",
+    "DISCARD PLANS",
     "SELECT count(*) FILTER (WHERE ssn IS NOT NULL) FROM customers",  # NULL-ness is not masked
     "SELECT count(email), count(DISTINCT card_number) FROM customers",  # counts carry no values
     "SELECT id FROM customers WHERE email IS NULL",

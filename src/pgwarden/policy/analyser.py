@@ -377,6 +377,8 @@ def _utility(kind: str, node: Node, walker: QueryWalker, facts: Facts, access: A
         facts.nested.append("do_block")
     if kind == "CreateFunctionStmt":
         facts.nested.append("create_function")
+    if kind == "DiscardStmt":
+        extra["discard"] = node.get("target")  # DISCARD_ALL, DISCARD_PLANS, DISCARD_SEQUENCES, DISCARD_TEMP
     if kind == "DeallocateStmt":
         extra["name"] = node.get("name")  # None: DEALLOCATE ALL
     if kind == "ClosePortalStmt":

@@ -383,7 +383,7 @@ class _StatementCheck:
         if st.copy_target in ("file", "program"):
             self.deny("server_file_access", f"COPY to or from a server {st.copy_target} is refused; use COPY … "
                       "TO STDOUT / FROM STDIN, which the client handles")
-        if st.node == "DiscardStmt" and st.command_tag == "DISCARD" and "ALL" in st.text.upper():
+        if st.extras.get("discard") == "DISCARD_ALL":
             self.deny("session_change", "DISCARD ALL would undo the session settings the gateway pins; "
                       "reconnect instead")
 
