@@ -23,7 +23,7 @@ import logging
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .config import GatewayConfig, Identity
+from .principal import AuthMethod, Principal
 
 log = logging.getLogger("pgwarden.identity")
 
@@ -42,21 +43,6 @@ log = logging.getLogger("pgwarden.identity")
 MAX_TOKEN_CHARS = 64 * 1024
 _JWKS_FETCH_TIMEOUT_S = 5.0
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]*$")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The party behind a request, as established by a verified token (or the local CLI)."""
-
-    subject: str
-    groups: frozenset[str]
-    claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
-    auth_method: str = "jwt"  # "jwt" | "cli"
-
-    @classmethod
-    def local(cls, subject: str, groups: frozenset[str] | set[str] | list[str] = frozenset()) -> Principal:
-        """A principal asserted by whoever runs the ``pgwarden`` CLI on this machine (no token)."""
-        return cls(subject=subject, groups=frozenset(groups), auth_method="cli")
 
 
 class AuthErrorCode(StrEnum):
@@ -449,7 +435,7 @@ class TokenVerifier:
                 f"the token's {groups_name!r} claim must be a string or a list of strings; the operator "
                 f"may need to point identity.groups_claim at the right claim",
             )
-        return Principal(subject=subject, groups=groups, claims=MappingProxyType(claims), auth_method="jwt")
+        return Principal(subject=subject, groups=groups, claims=MappingProxyType(claims), auth_method=AuthMethod.JWT)
 
 
 def _resolve(path: str, base_dir: Path | str | None) -> Path:
