@@ -23,6 +23,10 @@ DB_OPERATION_NAME = "db.operation.name"
 DB_COLLECTION_NAME = "db.collection.name"
 DB_RETURNED_ROWS = "db.response.returned_rows"
 DB_STATUS_CODE = "db.response.status_code"
+DB_QUERY_SUMMARY = "db.query.summary"
+ERROR_TYPE = "error.type"
+SERVICE_NAME = "service.name"
+DB_SYSTEM_POSTGRESQL = "postgresql"
 
 # pgwarden's own
 GROUPS = "pgwarden.groups"
@@ -41,8 +45,45 @@ APPROVAL_WAIT_MS = "pgwarden.approval.wait_ms"
 RESULT_SAMPLE = "pgwarden.result.sample"  # capped, already masked
 RESULT_SHA256 = "pgwarden.result.sha256"  # digest of the whole masked result
 
+RECORD = "pgwarden.record"  # "session" | "statement" | "journal_failure": what a span is, whatever its name
+SESSION_ID = "pgwarden.session.id"  # on the session span and on each of its statements
+AUTH_METHOD = "pgwarden.auth_method"
+UPSTREAM_TEXT = "pgwarden.upstream.text"  # the statement as rewritten and run upstream (redacted)
+ERROR_MESSAGE = "pgwarden.error.message"  # redacted
+APPROVERS = "pgwarden.approval.approvers"
+APPROVAL_DECISION = "pgwarden.approval.decision"
+RESULT_COLUMNS = "pgwarden.result.columns"
+RESULT_SAMPLE_TRUNCATED = "pgwarden.result.sample_truncated"  # more rows than the sample holds
+JOURNAL_FAILURE = "pgwarden.journal.failure"  # "continue": the journal was down and policy said go on
+JOURNAL_FAILURE_SPAN_ID = "pgwarden.journal.failed_span_id"
+
+RECORD_SESSION = "session"
+RECORD_STATEMENT = "statement"
+RECORD_JOURNAL_FAILURE = "journal_failure"
+
 EVENT_APPROVAL_REQUESTED = "pgwarden.approval.requested"
 EVENT_APPROVAL_DECIDED = "pgwarden.approval.decided"
+EVENT_JOURNAL_FAILURE = "pgwarden.journal.failure"
+
+# What each span always carries once recorded (tests hold the recorder to it); statement spans add
+# the optional ones when the engine reports them (rule, approval, result, error…).
+SESSION_ATTRIBUTES = (RECORD, SESSION_ID, ENDUSER_ID, GROUPS, CHANNEL, TARGET, CLIENT_ADDRESS, AUTH_METHOD)
+STATEMENT_ATTRIBUTES = (
+    RECORD, SESSION_ID, ENDUSER_ID, CHANNEL, TARGET, DB_SYSTEM_NAME, DB_QUERY_TEXT, QUERY_SHA256,
+    DECISION, POLICY_VERSION, REASONS, REASON_CODES, MASKED_COLUMNS,
+)
+STATEMENT_OPTIONAL_ATTRIBUTES = (
+    DB_NAMESPACE, DB_OPERATION_NAME, DB_COLLECTION_NAME, DB_QUERY_SUMMARY, DB_RETURNED_ROWS, DB_STATUS_CODE,
+    ERROR_TYPE, ERROR_MESSAGE, RULE, UPSTREAM_TEXT, APPROVAL_ID, APPROVER, APPROVAL_DECISION, APPROVAL_WAIT_MS,
+    RESULT_COLUMNS, RESULT_SAMPLE, RESULT_SAMPLE_TRUNCATED, RESULT_SHA256, JOURNAL_FAILURE,
+)
+# Attribute values that are identifiers or digests, never free text: the only strings not passed through
+# the engine's redact function (a detector for keys could otherwise eat a hex digest).
+STRUCTURAL_ATTRIBUTES = frozenset({
+    RECORD, SESSION_ID, DB_SYSTEM_NAME, DB_STATUS_CODE, ERROR_TYPE, QUERY_SHA256, RESULT_SHA256, DECISION,
+    RULE, POLICY_VERSION, REASON_CODES, CHANNEL, AUTH_METHOD, APPROVAL_ID, APPROVAL_DECISION,
+    JOURNAL_FAILURE, JOURNAL_FAILURE_SPAN_ID, MASKED_COLUMNS, DB_OPERATION_NAME,
+})
 
 
 def query_digest(sql: str) -> str:
