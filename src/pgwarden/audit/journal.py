@@ -226,7 +226,7 @@ class Journal:
         self._key_id = _keys.key_id(public)
         _keys.export_public_key(self.directory, public)
         files = sorted(
-            (n, p) for p in self.directory.iterdir() if (n := file_number(p.name)) is not None and p.is_file()
+            (n, p) for p in self.directory.iterdir() if (n := file_number(p.name)) is not None and not p.is_dir()
         )
         torn_info: dict[str, Any] | None = None
         last: dict[str, Any] | None = None
