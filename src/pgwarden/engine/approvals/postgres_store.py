@@ -80,7 +80,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE pgwarden_approvals.outbox (
         id text PRIMARY KEY, endpoint text NOT NULL, event text NOT NULL, request_id text NOT NULL,
         body text NOT NULL, created_ms bigint NOT NULL, attempts integer NOT NULL,
-        next_attempt_ms bigint NOT NULL, status text NOT NULL, last_error text, delivered_ms bigint
+        next_attempt_ms bigint NOT NULL, status text NOT NULL, last_error text, delivered_ms bigint,
+        seq bigserial NOT NULL  -- insertion order, so messages of one instant go out in order
     );
     CREATE INDEX outbox_due ON pgwarden_approvals.outbox (status, next_attempt_ms);
     """,
@@ -298,12 +299,14 @@ class PostgresStore:
 
     async def claim_outbox(self, now_ms: int, lease_ms: int, limit: int) -> list[OutboxMessage]:
         # SKIP LOCKED + a lease: two gateways' deliverers never take the same message at once.
+        cols = ", ".join(f"o.{c}" for c in OUTBOX_COLUMNS)
         rows = await self._fetch(
-            f"UPDATE {_T}outbox SET next_attempt_ms = %s WHERE id IN (SELECT id FROM {_T}outbox WHERE status = "
-            "'pending' AND next_attempt_ms <= %s ORDER BY next_attempt_ms, created_ms LIMIT %s "
-            f"FOR UPDATE SKIP LOCKED) RETURNING {_OUTBOX}", (now_ms + lease_ms, now_ms, limit))
-        # RETURNING shows the leased next_attempt_ms; the deliverer only needs id, endpoint, body and attempts.
-        return sorted((outbox_from_row(r) for r in rows), key=lambda m: (m.created_ms, m.id))
+            f"WITH picked AS (SELECT id FROM {_T}outbox WHERE status = 'pending' AND next_attempt_ms <= %s "
+            "ORDER BY next_attempt_ms, created_ms, seq LIMIT %s FOR UPDATE SKIP LOCKED), "
+            f"leased AS (UPDATE {_T}outbox o SET next_attempt_ms = %s FROM picked WHERE o.id = picked.id "
+            f"RETURNING {cols}, o.seq) SELECT {_OUTBOX} FROM leased ORDER BY created_ms, seq",
+            (now_ms, limit, now_ms + lease_ms))
+        return [outbox_from_row(r) for r in rows]
 
     async def outbox_delivered(self, message_id: str, attempts: int, now_ms: int) -> None:
         await self._fetch(f"UPDATE {_T}outbox SET status = %s, attempts = %s, delivered_ms = %s, last_error = NULL "
@@ -317,9 +320,9 @@ class PostgresStore:
 
     async def outbox(self, status: str | None = None) -> list[OutboxMessage]:
         if status is None:
-            rows = await self._fetch(f"SELECT {_OUTBOX} FROM {_T}outbox ORDER BY created_ms, id")
+            rows = await self._fetch(f"SELECT {_OUTBOX} FROM {_T}outbox ORDER BY created_ms, seq")
         else:
-            rows = await self._fetch(f"SELECT {_OUTBOX} FROM {_T}outbox WHERE status = %s ORDER BY created_ms, id",
+            rows = await self._fetch(f"SELECT {_OUTBOX} FROM {_T}outbox WHERE status = %s ORDER BY created_ms, seq",
                                      (status,))
         return [outbox_from_row(r) for r in rows]
 

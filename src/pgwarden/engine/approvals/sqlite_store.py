@@ -269,7 +269,7 @@ class SqliteStore:
     async def claim_outbox(self, now_ms: int, lease_ms: int, limit: int) -> list[OutboxMessage]:
         def body(conn: sqlite3.Connection) -> list[Any]:
             rows = conn.execute(f"SELECT {_OUTBOX} FROM outbox WHERE status = 'pending' AND next_attempt_ms <= ? "
-                                "ORDER BY next_attempt_ms, created_ms LIMIT ?", (now_ms, limit)).fetchall()
+                                "ORDER BY next_attempt_ms, created_ms, rowid LIMIT ?", (now_ms, limit)).fetchall()
             # The lease keeps another deliverer (another process) off these rows while this one works.
             conn.executemany("UPDATE outbox SET next_attempt_ms = ? WHERE id = ?",
                              [(now_ms + lease_ms, r[0]) for r in rows])
@@ -292,8 +292,8 @@ class SqliteStore:
     async def outbox(self, status: str | None = None) -> list[OutboxMessage]:
         if status is None:
             rows = await self._run(lambda conn: conn.execute(
-                f"SELECT {_OUTBOX} FROM outbox ORDER BY created_ms, id").fetchall())
+                f"SELECT {_OUTBOX} FROM outbox ORDER BY created_ms, rowid").fetchall())
         else:
             rows = await self._run(lambda conn: conn.execute(
-                f"SELECT {_OUTBOX} FROM outbox WHERE status = ? ORDER BY created_ms, id", (status,)).fetchall())
+                f"SELECT {_OUTBOX} FROM outbox WHERE status = ? ORDER BY created_ms, rowid", (status,)).fetchall())
         return [outbox_from_row(r) for r in rows]
