@@ -47,7 +47,20 @@ class ResultDigest:
         self._hash.update(b"C" + _U32.pack(len(columns)) + b"".join(_value(c) for c in columns))
 
     def update(self, row: Sequence[str | None]) -> None:
-        self._hash.update(b"R" + _U32.pack(len(row)) + b"".join(_value(v) for v in row))
+        parts = [b"R", _U32.pack(len(row))]
+        append = parts.append
+        pack = _U64.pack
+        for value in row:
+            if value is None:
+                append(b"N")
+            elif type(value) is str:
+                data = value.encode("utf-8")
+                append(b"S")
+                append(pack(len(data)))
+                append(data)
+            else:
+                append(_value(value))  # str subclasses pass, anything else raises TypeError
+        self._hash.update(b"".join(parts))
         self.rows += 1
 
     def update_many(self, rows: Iterable[Sequence[str | None]]) -> None:
