@@ -585,7 +585,10 @@ def _diag(cls: type, name: str) -> Callable[[bytes], object]:
             code = c.byte()
             if code == 0:
                 break
-            fields[chr(code)] = c.cstring()
+            key = chr(code)
+            if key in fields:
+                raise ProtocolViolation("duplicate_field", f"{name}: field {key!r} given twice")
+            fields[key] = c.cstring()
         c.done()
         return cls(fields)
 
@@ -771,9 +774,9 @@ def _sp(kind: str) -> bytes:
 def _diag_body(msg: m.ErrorResponse | m.NoticeResponse) -> bytes:
     parts = []
     for code, value in msg.fields.items():
-        if len(code) != 1 or code == "\0" or not code.isascii():
-            raise ValueError(f"a diagnostic field code is one ASCII character, not {code!r}")
-        parts.append(code.encode() + _cstr(value))
+        if len(code) != 1 or not 0 < ord(code) < 256:
+            raise ValueError(f"a diagnostic field code is one non-NUL byte, not {code!r}")
+        parts.append(bytes([ord(code)]) + _cstr(value))
     parts.append(b"\0")
     return b"".join(parts)
 
