@@ -114,6 +114,7 @@ class FrameReader:
         frames = self._frames
         limit = self._max
         known = self._known
+        view = memoryview(buf)  # slices of a view copy once; slices of the bytearray would copy twice
         try:
             while size - pos >= 5:
                 kind, length = _unpack_header(buf, pos)
@@ -126,14 +127,16 @@ class FrameReader:
                 end = pos + 1 + length
                 if end > size:
                     break
-                frames.append(Frame(kind, bytes(buf[pos + 5 : end])))
+                frames.append(Frame(kind, bytes(view[pos + 5 : end])))
                 pos = end
             if size - pos >= 1 and known is not None and buf[pos] not in known:
                 raise ProtocolViolation("unknown_type", f"unknown message type {_show_type(buf[pos])}")
         except ProtocolViolation as exc:
+            view.release()
             self._broken = exc
             buf.clear()
             raise
+        view.release()
         if pos:
             del buf[:pos]
 
