@@ -25,7 +25,8 @@ import yaml
 from pgwarden.engine.config import load_config
 from pgwarden.engine.gateway import Gateway
 from pgwarden.engine.identity import Principal
-from pgwarden.engine.session import GatewayError, Session, StatementRefused
+from pgwarden.engine.session import Session, StatementRefused
+from pgwarden.errors import PgwardenError
 from pgwarden.policy.verdict import Decision
 from support.cases import load_public_cases
 
@@ -44,7 +45,7 @@ def _mask_key(monkeypatch: pytest.MonkeyPatch) -> None:
 def gateway_for(dsn: str) -> Gateway:
     config = load_config(REPO / "examples" / "public_cases.yaml").with_target_dsn("main", dsn)
     gateway = Gateway(config)
-    gateway.refresh_catalog("main")
+    anyio.run(gateway.refresh_catalog, "main")
     return gateway
 
 
@@ -105,8 +106,11 @@ def test_session_executes_case(case, public_cases_db: str, make_db) -> None:
     before = state_of(dsn)
 
     async def go():
-        async with Session(gateway, AGENT, "main") as session:
-            return await session.run(case.sql)
+        try:
+            async with Session(gateway, AGENT, "main") as session:
+                return await session.run(case.sql)
+        finally:
+            await gateway.close()
 
     if case.expect == "deny":
         with pytest.raises(StatementRefused) as refused:
@@ -119,7 +123,7 @@ def test_session_executes_case(case, public_cases_db: str, make_db) -> None:
     except StatementRefused as exc:
         assert case.expect == "no_leak", f"false denial: {exc.message}"
         return
-    except GatewayError as exc:  # an upstream error: its text must not leak either
+    except PgwardenError as exc:  # an upstream error: its text must not leak either
         assert case.expect == "no_leak"
         assert not any(s in exc.message for s in SENTINELS)
         return

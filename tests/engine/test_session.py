@@ -20,10 +20,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pgwarden.engine import upstream
 from pgwarden.engine.config import parse_config
 from pgwarden.engine.gateway import Gateway
 from pgwarden.engine.identity import Principal
 from pgwarden.engine.session import GatewayError, Session, StatementRefused, UpstreamError
+from pgwarden.errors import PgwardenError
 from support.cases import load_public_cases
 from support.sql_strategies import QUERY_SHAPES, expressions
 
@@ -44,7 +46,7 @@ def make_gateway(dsn: str, **rule_overrides) -> Gateway:
     for rule in data["rules"]:
         rule.update(rule_overrides.get(rule["name"], {}))
     gateway = Gateway(parse_config(yaml.safe_dump(data), "test", base_dir=REPO / "examples"))
-    gateway.refresh_catalog("main")
+    anyio.run(gateway.refresh_catalog, "main")
     return gateway
 
 
@@ -55,11 +57,14 @@ def cases_db(make_db) -> str:
 
 def run(gateway: Gateway, principal: Principal, *sqls: str):
     async def go():
-        async with Session(gateway, principal, "main") as session:
-            out = []
-            for sql in sqls:
-                out.append(await session.run(sql))
-            return out
+        try:
+            async with Session(gateway, principal, "main") as session:
+                out = []
+                for sql in sqls:
+                    out.append(await session.run(sql))
+                return out
+        finally:
+            await gateway.close()  # the pools belong to this event loop
     return anyio.run(go)
 
 
@@ -91,8 +96,10 @@ def test_read_only_text_runs_read_only_even_for_a_writer(cases_db: str) -> None:
 def test_commit_cannot_escape_read_only(cases_db: str) -> None:
     # Even if analysis were fooled, the session-level pin keeps every transaction read-only.
     gateway = make_gateway(cases_db)
-    with psycopg.connect(gateway.conninfo("main", rule=gateway.decider.rule_for("agent", frozenset({"ai-agents"}))),
-                         autocommit=True) as conn:
+    verdict = gateway.decider.decide("SELECT 1", subject="agent", groups={"ai-agents"}, target="main",
+                                     catalog=gateway.catalog("main"))
+    _, target = gateway.target("main")
+    with psycopg.connect(upstream.conninfo(target, verdict.settings), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute("COMMIT; DELETE FROM orders")
         assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 2
@@ -192,9 +199,9 @@ def test_unreachable_target_is_a_clear_error(tmp_path: Path) -> None:
     data["targets"]["main"].pop("password", None)
     gateway = Gateway(parse_config(yaml.safe_dump(data), "test"))
     with pytest.raises(GatewayError) as err:
-        gateway.refresh_catalog("main")
+        anyio.run(gateway.refresh_catalog, "main")
     assert err.value.code == "catalog_unavailable"
-    with pytest.raises(GatewayError) as err:
+    with pytest.raises(PgwardenError) as err:
         run(gateway, AGENT, "SELECT 1")
     assert err.value.code == "upstream_unavailable"
 
@@ -237,7 +244,7 @@ def test_partitions_and_children_inherit_masks_and_denials(make_db) -> None:
     data["targets"]["main"].pop("password", None)
     data["masking"]["columns"].append({"column": "public.cards.card_number", "strategy": "keep_last"})
     gateway = Gateway(parse_config(yaml.safe_dump(data), "test", base_dir=REPO / "examples"))
-    gateway.refresh_catalog("main")
+    anyio.run(gateway.refresh_catalog, "main")
     [result] = run(gateway, AGENT, "SELECT * FROM cards_low")
     assert result.results[0].rows == [("1", "************1111")]
     with pytest.raises(StatementRefused) as refused:

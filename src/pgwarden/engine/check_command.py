@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+import anyio
+
 from pgwarden.policy.verdict import Decision, Verdict
 
 from .config import ConfigError, load_config
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     catalog_note = "builtin (offline)"
     if not args.offline:
         try:
-            catalog = gateway.refresh_catalog(target)
+            catalog = anyio.run(gateway.refresh_catalog, target)
             catalog_note = f"live ({catalog.version})"
         except GatewayError as exc:
             catalog_note = "builtin: target unreachable"

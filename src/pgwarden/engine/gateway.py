@@ -1,13 +1,12 @@
-"""The engine for one configuration: decisions, catalogs, masks and upstream connections.
+"""The engine for one configuration: decisions, catalogs, masks and upstream pools.
 
-A :class:`Gateway` is built once from a validated :class:`GatewayConfig`. It owns
-the :class:`~pgwarden.policy.decision.Decider` (one per policy version), a
-catalog snapshot per target (loaded from the target's ``pg_catalog``, the
-builtin one until then), the compiled maskers (hash keys resolved once), and
-builds the libpq connection string for a rule: gateway-held credentials plus
-the session settings pinned at connection start-up, where a client's ``RESET``
-cannot undo them. Front doors (MCP tools, the wire proxy, the CLI) open a
-:class:`~pgwarden.engine.session.Session` per connection or tool call.
+A :class:`Gateway` is built once from a validated :class:`GatewayConfig`. It owns the
+:class:`~pgwarden.policy.decision.Decider` (one per policy version), a catalog snapshot per
+target (loaded from the target's ``pg_catalog``, the builtin one until then), the compiled
+maskers (hash keys resolved once per mask), the logins of rules that have their own
+(:class:`~pgwarden.engine.upstream.Login`), and the :class:`~pgwarden.engine.upstream.Upstream`
+pools. Front doors (MCP tools, the wire proxy, the CLI) open a
+:class:`~pgwarden.engine.session.Session` per connection or tool call over it.
 """
 
 from __future__ import annotations
@@ -16,38 +15,36 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgwarden.policy.catalog import Catalog, builtin_catalog
 from pgwarden.policy.decision import Decider
 from pgwarden.policy.detectors import Detector
-from pgwarden.policy.language import MaskStrategy, Rule
-from pgwarden.policy.masking import make_masker, mask_whole
-from pgwarden.policy.verdict import MaskAction
+from pgwarden.policy.language import ColumnMask, MaskStrategy, Rule
+from pgwarden.policy.masking import derive_mask_key, make_masker, mask_whole
+from pgwarden.policy.verdict import MaskAction, PinnedSettings
 
-from .catalog_loader import aload_catalog, load_catalog
+from . import upstream
+from .catalog_loader import aload_catalog
 from .config import GatewayConfig, Target
+from .errors import GatewayError
+from .principal import Principal
 from .secrets import SecretError, resolve_secret, resolve_secret_bytes
 
 Masker = Callable[[Any], "str | None"]
 
-
-class GatewayError(Exception):
-    """A typed engine error with a stable code and a message saying what to do next."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+__all__ = ["Gateway", "GatewayError"]
 
 
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.policy = config.policy
-        self.decider = Decider(self.policy, version=config.policy_version)
+        self.decider = Decider(self.policy, version=config.policy_version, mask_key=self.mask_key)
         self._catalogs: dict[str, Catalog] = {}
         self._maskers: dict[tuple[str, str, int], Masker] = {}
+        self._logins: dict[str, upstream.Login] = {}
+        self._raw_masked: dict[tuple, frozenset[tuple[int, int]]] = {}
+        self.upstream = upstream.Upstream()
         detectors = self.policy.masking.detectors
         self.detector: Detector | None = Detector(detectors.kinds) if detectors.enabled else None
 
@@ -65,26 +62,36 @@ class Gateway:
                                + ", ".join(sorted(self.config.targets)))
         return name, target
 
-    def conninfo(self, target_name: str, *, rule: Rule | None = None, application_name: str = "pgwarden",
-                 read_only: bool | None = None) -> str:
-        """libpq conninfo for ``target_name`` with the gateway's credentials and pinned settings."""
+    def login(self, rule: Rule | None) -> upstream.Login | None:
+        """The rule's own upstream login, or the target's user (secrets resolved once)."""
+        if rule is None or rule.upstream_login is None:
+            return self._target_login(rule.target if rule else None)
+        found = self._logins.get(rule.name)
+        if found is None:
+            ref = rule.upstream_login.password
+            found = upstream.Login(rule.upstream_login.user,
+                                   None if ref is None else self._secret(resolve_secret, ref))
+            self._logins[rule.name] = found
+        return found
+
+    def _target_login(self, target_name: str | None) -> upstream.Login | None:
+        if target_name is None:
+            return None
         _, target = self.target(target_name)
-        params: dict[str, Any] = {"application_name": application_name[:63],
-                                  "connect_timeout": max(1, target.connect_timeout // 1000)}
-        if target.password is not None:
-            params["password"] = self._secret(resolve_secret, target.password)
-        options = [f"-c search_path={_options_value(','.join(_quote_ident(s) for s in target.search_path))}"]
-        if rule is not None:
-            options += [f"-c statement_timeout={rule.statement_timeout}", f"-c lock_timeout={rule.lock_timeout}",
-                        "-c idle_in_transaction_session_timeout=60000"]
-            if rule.upstream_role:
-                options.append(f"-c role={_options_value(rule.upstream_role)}")
-            ro = rule.read_only() if read_only is None else read_only
-            if ro:
-                options.append("-c default_transaction_read_only=on")
-        existing = conninfo_to_dict(target.dsn).get("options")
-        params["options"] = " ".join(([existing] if existing else []) + options)
-        return make_conninfo(target.dsn, **params)
+        if target.password is None:
+            return None
+        key = "target:" + target_name
+        found = self._logins.get(key)
+        if found is None:
+            found = upstream.Login(None, self._secret(resolve_secret, target.password))
+            self._logins[key] = found
+        return found
+
+    @staticmethod
+    def catalog_settings(target: Target) -> PinnedSettings:
+        """What a catalog-reading connection pins: read-only, the target's search_path."""
+        return PinnedSettings(read_only=True, statement_timeout_ms=30_000, lock_timeout_ms=5_000,
+                              search_path=tuple(target.search_path), role=None, application_name="pgwarden:catalog")
 
     # -- catalogs ---------------------------------------------------------------------
 
@@ -95,28 +102,42 @@ class Gateway:
             return builtin_catalog().with_search_path(target.search_path)
         return cat
 
-    def refresh_catalog(self, target_name: str | None = None) -> Catalog:
+    async def refresh_catalog(self, target_name: str | None = None) -> Catalog:
         """Reload the target's catalog (after DDL, or at start). Raises GatewayError if unreachable."""
         name, target = self.target(target_name)
         try:
-            with psycopg.connect(self.conninfo(name), autocommit=True) as conn:
-                cat = load_catalog(conn, search_path=target.search_path)
-        except psycopg.Error as exc:
+            conn = await upstream.connect(target, self.catalog_settings(target), self._target_login(name),
+                                          target_name=name, application_name="pgwarden:catalog")
+        except upstream.UpstreamUnavailable as exc:
             raise GatewayError("catalog_unavailable", f"could not read the catalog of target {name!r}: "
-                               f"{_first_line(exc)}") from exc
-        self._catalogs[name] = cat
-        return cat
-
-    async def arefresh_catalog(self, target_name: str | None = None) -> Catalog:
-        name, target = self.target(target_name)
+                               f"{exc.message}", sqlstate="08006") from None
         try:
-            async with await psycopg.AsyncConnection.connect(self.conninfo(name), autocommit=True) as conn:
+            async with conn:
                 cat = await aload_catalog(conn, search_path=target.search_path)
         except psycopg.Error as exc:
             raise GatewayError("catalog_unavailable", f"could not read the catalog of target {name!r}: "
-                               f"{_first_line(exc)}") from exc
+                               f"{upstream.first_line(exc)}", sqlstate="08006") from None
         self._catalogs[name] = cat
+        self._raw_masked.clear()
         return cat
+
+    def raw_masked(self, principal: Principal, target_name: str) -> frozenset[tuple[int, int]]:
+        """(table OID, attnum) of every column masked for ``principal``: never released raw."""
+        catalog = self.catalog(target_name)
+        key = (catalog.version, principal.groups)
+        found = self._raw_masked.get(key)
+        if found is None:
+            masks = [m for m in self.policy.masking.columns if not principal.groups.intersection(m.unless_groups)]
+            found = frozenset(
+                (rel.oid, col.attnum) for rel in catalog.relations.values() if rel.oid
+                for col in rel.columns if any(m.covers(f"{rel.schema}.{rel.name}.{col.name}") for m in masks))
+            if len(self._raw_masked) > 1000:
+                self._raw_masked.clear()
+            self._raw_masked[key] = found
+        return found
+
+    async def close(self) -> None:
+        await self.upstream.close()
 
     # -- masking ----------------------------------------------------------------------
 
@@ -132,10 +153,16 @@ class Gateway:
                 mask = next((m for m in self.policy.masking.columns if m.covers(str(action.source))), None)
                 if mask is None or mask.key is None:
                     raise GatewayError("mask_key_missing", f"no hash key for {action.source}")
-                secret = self._secret(resolve_secret_bytes, mask.key)
+                secret = self.mask_key(mask)
             fn = make_masker(action.strategy, keep=action.keep, key=secret)
             self._maskers[key] = fn
         return fn
+
+    def mask_key(self, mask: ColumnMask) -> bytes:
+        """The derived key of one hash mask: the master key itself never leaves the gateway."""
+        if mask.key is None:
+            raise GatewayError("mask_key_missing", f"no hash key for {mask.column}")
+        return derive_mask_key(self._secret(resolve_secret_bytes, mask.key), mask.column)
 
     def check_mask_keys(self) -> None:
         """Resolve every hash key now, so a missing secret stops the gateway at start."""
@@ -148,18 +175,3 @@ class Gateway:
             return resolve(ref, base_dir=self.config.base_dir)
         except SecretError as exc:
             raise GatewayError(exc.code, exc.message) from None
-
-
-def _quote_ident(name: str) -> str:
-    if name.replace("_", "").isalnum() and name == name.lower() and not name[0].isdigit():
-        return name
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _options_value(value: str) -> str:
-    # libpq's options: spaces separate arguments, backslash escapes them.
-    return value.replace("\\", "\\\\").replace(" ", "\\ ")
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

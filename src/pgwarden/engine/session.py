@@ -1,57 +1,44 @@
-"""A session: one principal on one target, turning statement text into masked results.
+"""A session: one principal on one target, turning statement text into screened results.
 
-``authorise`` is the pure part: the verdict for a text, given what this session
-has seen (prepared statements, open cursors). ``run`` executes an allowed text
-upstream over psycopg and hands back results that are already masked: the mask
-plan's strategies on its columns, then the content detectors over every value
-and over error and notice text. Values are fetched in PostgreSQL's text form
-(every type loads as ``str``), the same form the wire proxy masks, so the two
-doors mask identically.
+``authorise`` is the pure part: the verdict for a text, given what this session has seen
+(its :class:`~pgwarden.engine.state.SessionState`). ``run`` executes an allowed text
+upstream on a pinned connection borrowed from the gateway's pool (held for the session's
+life, so prepared statements, cursors and transactions behave as on a direct connection)
+and hands back results screened by :class:`~pgwarden.policy.results.ResultScreen`: the
+plan confirmed against each RowDescription, then masks and content detectors per value.
+Rows are streamed in chunks: the session never holds more than the rows it returns
+(``max_rows``) plus one chunk, whatever the size of the result, and never more bytes than
+the rule's ``max_result_bytes``. One text gets one deadline, the rule's ``statement_timeout``
+(a text of many statements cannot run for many timeouts). The verdict's effects update the
+session state whatever the outcome, so the gateway's knowledge of prepared statements and
+cursors matches the server's.
 
-Fail closed: if a result's shape disagrees with the plan (more columns than
-the analysis predicted, a column whose table/attribute origin contradicts the
-plan), the whole result is withheld rather than released unmasked. Errors
-raised by statements that touch masked columns lose their text, keeping only
-the SQLSTATE, because PostgreSQL quotes values in errors (``card::int``).
+Fail closed: a result whose shape disagrees with the plan is withheld whole; errors and
+notices raised while a statement reads masked columns lose their text, keeping the SQLSTATE.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import time
 from dataclasses import dataclass, field
 
+import anyio
 import psycopg
-from psycopg.adapt import AdaptersMap
-from psycopg.types.string import TextLoader
+from psycopg import pq
 
-from pgwarden.policy.analyser import NO_SESSION, SessionFacts, analyse
-from pgwarden.policy.analysis import StatementAnalysis, StatementClass
-from pgwarden.policy.verdict import Decision, StatementPlan, Verdict
+from pgwarden.policy.analyser import SessionFacts
+from pgwarden.policy.results import ColumnInfo, ResultScreen, ResultShapeMismatch, screen_error_fields
+from pgwarden.policy.verdict import Decision, PinnedSettings, StatementPlan, Verdict
 
-from .gateway import Gateway, GatewayError
-from .identity import Principal
+from . import upstream
+from .errors import GatewayError, StatementRefused, UpstreamError
+from .gateway import Gateway
+from .principal import Channel, Principal
+from .state import RECONCILE_SQL, SessionState
 
-_TEXT_ONLY = AdaptersMap()
-_TEXT_ONLY.register_loader(0, TextLoader)  # every OID falls back to this: values arrive as text
-
-
-class StatementRefused(GatewayError):
-    """The policy denied the text, or it needs approval that has not been given."""
-
-    def __init__(self, verdict: Verdict) -> None:
-        self.verdict = verdict
-        code = "approval_required" if verdict.decision is Decision.NEEDS_APPROVAL else (
-            verdict.reasons[0].code if verdict.reasons else "denied")
-        super().__init__(code, "; ".join(r.message for r in verdict.reasons) or "refused by policy")
-
-
-class UpstreamError(GatewayError):
-    """PostgreSQL raised an error; its text is already masked or withheld."""
-
-    def __init__(self, sqlstate: str, message: str, detail: str | None = None, hint: str | None = None) -> None:
-        super().__init__("upstream_error", message)
-        self.sqlstate = sqlstate
-        self.detail = detail
-        self.hint = hint
+__all__ = ["GatewayError", "RunResult", "Session", "StatementRefused", "StatementResult", "UpstreamError"]
 
 
 @dataclass
@@ -62,6 +49,13 @@ class StatementResult:
     rows: list[tuple[str | None, ...]] = field(default_factory=list)
     truncated: bool = False
     masked_columns: list[str] = field(default_factory=list)
+    row_count: int = 0  # rows PostgreSQL produced (may exceed len(rows) when truncated)
+    types: list[int] = field(default_factory=list)  # type OID per column
+
+    def as_dict(self) -> dict[str, object]:
+        return {"command_tag": self.command_tag, "status": self.status, "columns": self.columns,
+                "types": self.types, "rows": [list(r) for r in self.rows], "truncated": self.truncated,
+                "masked_columns": self.masked_columns, "row_count": self.row_count}
 
 
 @dataclass
@@ -69,28 +63,36 @@ class RunResult:
     verdict: Verdict
     results: list[StatementResult]
     notices: list[str]
+    upstream_text: str = ""
+    duration_ms: float = 0.0
 
 
 class Session:
     def __init__(self, gateway: Gateway, principal: Principal, target: str | None = None,
-                 channel: str = "mcp") -> None:
+                 channel: Channel | str = Channel.CLI) -> None:
         self.gateway = gateway
         self.principal = principal
-        self.target, _ = gateway.target(target)
-        self.channel = channel
+        self.target, self._target = gateway.target(target)
+        self.channel = Channel(channel)
         self.rule = gateway.decider.rule_for(principal.subject, principal.groups, self.target)
-        self.prepared: dict[str, StatementAnalysis] = {}
-        self.cursors: dict[str, StatementAnalysis] = {}
+        self.state = SessionState()
         self._conn: psycopg.AsyncConnection | None = None
+        self._pool = None
         self._notices: list[str] = []
         self._scrub = False
 
     # -- decisions -------------------------------------------------------------------
 
+    @property
+    def prepared(self):
+        return self.state.prepared
+
+    @property
+    def cursors(self):
+        return self.state.cursors
+
     def facts(self) -> SessionFacts:
-        if not self.prepared and not self.cursors:
-            return NO_SESSION
-        return SessionFacts(prepared=dict(self.prepared), cursors=dict(self.cursors))
+        return self.state.facts()
 
     def authorise(self, sql: str) -> Verdict:
         return self.gateway.decider.decide(
@@ -99,86 +101,176 @@ class Session:
 
     # -- execution -------------------------------------------------------------------
 
-    async def run(self, sql: str, *, verdict: Verdict | None = None) -> RunResult:
-        """Execute ``sql`` if the policy allows it; results come back masked."""
-        verdict = verdict or self.authorise(sql)
+    async def run(self, sql: str) -> RunResult:
+        """Execute ``sql`` if the policy allows it; results come back screened."""
+        verdict = self.authorise(sql)
         if verdict.decision is not Decision.ALLOW:
             raise StatementRefused(verdict)
-        self._scrub = any(p.scrub_errors for p in verdict.plans)
-        if any(p.command_tag == "COPY" for p in verdict.plans):
+        return await self._execute(sql, verdict)
+
+    async def _execute(self, sql: str, verdict: Verdict) -> RunResult:
+        started = time.perf_counter()
+        if any(e.copy for e in verdict.effects):
             if len(verdict.plans) != 1:
                 raise GatewayError("copy_not_alone", "send COPY as a statement of its own")
-            return await self._copy_out(sql, verdict)
-        conn = await self._connection()
+            if verdict.effects[0].copy != "stdout":
+                raise GatewayError("copy_from_stdin", "COPY FROM STDIN needs the client's data stream; use "
+                                   "INSERT, or COPY through the PostgreSQL wire proxy", sqlstate="0A000")
+        text = sql
+        conn = await self._connection(verdict.settings)
         self._notices = []
-        results: list[StatementResult] = []
-        scrub = self._scrub
+        self._scrub = any(p.scrub_errors for p in verdict.plans)
         wrap = self._wrap_read_only(verdict, conn)
+        results: list[StatementResult] = []
+        error: UpstreamError | ResultShapeMismatch | None = None
+        timeout_s = (verdict.settings.statement_timeout_ms if verdict.settings else 30_000) / 1000
         try:
-            async with conn.cursor() as cur:
+            with anyio.fail_after(timeout_s + 0.5):
                 if wrap:
-                    await cur.execute(b"BEGIN READ ONLY")
-                await cur.execute(sql.encode())
-                index = 0
-                while True:
-                    plan = verdict.plans[index] if index < len(verdict.plans) else None
-                    results.append(await self._result(cur, plan, verdict.max_rows))
-                    index += 1
-                    if not cur.nextset():
-                        break
+                    await conn.execute(b"BEGIN READ ONLY")
+                # Masks substituted inside the statement (policy/_rewrite.py) travel in the verdict's
+                # upstream text; it is sent, never shown or recorded.
+                error = await self._stream(conn, verdict.text_for_upstream(text).encode(), verdict, results)
                 if wrap:
-                    await cur.execute(b"COMMIT")
-        except psycopg.Error as exc:
-            if wrap and not conn.closed:
-                await conn.rollback()
-            raise self._upstream_error(exc, scrub) from None
-        # Only texts that may change the schema or the session's names need a second look;
-        # plain reads (the hot path) do not pay for it.
-        if (not (verdict.settings and verdict.settings.read_only)
-                or any(p.command_tag in _NAMING_TAGS for p in verdict.plans)) and self._remember(sql):
-            # DDL changed names the analyser resolves: read the catalog again.
-            await self.gateway.arefresh_catalog(self.target)
-        return RunResult(verdict, results, list(self._notices))
+                    if error is None and conn.info.transaction_status == pq.TransactionStatus.INTRANS:
+                        await conn.execute(b"COMMIT")
+                    elif conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                        await conn.rollback()
+        except TimeoutError:
+            await upstream.cancel_and_drain(conn)
+            raise GatewayError("text_timeout", f"the text ran longer than the rule's statement_timeout "
+                               f"({timeout_s:g} s) and was cancelled; split it or make it cheaper",
+                               sqlstate="57014") from None
+        except psycopg.OperationalError as exc:
+            await self._drop_connection()
+            raise upstream.UpstreamUnavailable(
+                "upstream_unavailable", f"the connection to target {self.target!r} was lost: "
+                f"{upstream.first_line(exc)}; try again") from None
+        completed = len(results)
+        await self._after(conn, verdict, completed, failed=error is not None)
+        if error is not None:
+            raise error
+        return RunResult(verdict, results, list(self._notices), text, (time.perf_counter() - started) * 1000)
 
-    async def _copy_out(self, sql: str, verdict: Verdict) -> RunResult:
-        """COPY … TO STDOUT: the rows as PostgreSQL formats them, one line each, through the detectors.
-
-        The policy refuses COPY of masked columns, so only detectors apply here. COPY FROM
-        STDIN needs the client's data stream, which only the wire proxy carries.
-        """
-        [statement] = analyse(sql, self.gateway.catalog(self.target)).statements
-        if statement.copy_target != "stdout":
-            raise GatewayError("copy_from_stdin", "COPY FROM STDIN needs the client's data stream; use INSERT, "
-                               "or COPY through the PostgreSQL wire proxy")
-        conn = await self._connection()
-        self._notices = []
-        detector = self.gateway.detector
-        lines: list[tuple[str | None, ...]] = []
-        limit = verdict.max_rows
+    async def _stream(self, conn: psycopg.AsyncConnection, text: bytes, verdict: Verdict,
+                      results: list[StatementResult]) -> UpstreamError | ResultShapeMismatch | None:
+        plans = verdict.plans
+        max_rows = verdict.max_rows
+        max_bytes = self.rule.max_result_bytes if self.rule is not None else 64 << 20
+        screen: ResultScreen | None = None
+        rows: list[tuple[str | None, ...]] = []
+        produced = 0
+        size = 0
         truncated = False
+        copy_lines: list[tuple[str | None, ...]] | None = None
+        single_read = len(plans) == 1 and verdict.settings is not None and verdict.settings.read_only
+        events = upstream.execute(conn, text)
+        failure: UpstreamError | None = None
         try:
-            async with conn.cursor() as cur, cur.copy(sql.encode()) as copy:
-                buffer = b""
-                async for block in copy:
-                    buffer += bytes(block)
-                    *complete, buffer = buffer.split(b"\n")
-                    for raw in complete:
-                        if limit is not None and len(lines) >= limit:
-                            truncated = True
+            async for event in events:
+                index = len(results)
+                plan = plans[index] if index < len(plans) else None
+                if isinstance(event, upstream.ResultStart):
+                    columns = [ColumnInfo(f.name, f.type_oid, f.table_oid, f.attnum, f.format) for f in event.fields]
+                    screen = ResultScreen.build(plan, columns, detector=self.gateway.detector,
+                                                masker_for=self.gateway.masker,
+                                                raw_masked=self.gateway.raw_masked(self.principal, self.target))
+                    types = [f.type_oid for f in event.fields]
+                    rows, produced, size, truncated = [], 0, 0, False
+                elif isinstance(event, upstream.Rows):
+                    assert screen is not None
+                    for raw in event.rows:
+                        produced += 1
+                        if truncated:
                             continue
-                        text = raw.decode(errors="replace")
-                        lines.append((detector.redact(text) if detector else text,))
-                status = cur.statusmessage or "COPY"
-        except psycopg.Error as exc:
-            scrub = any(p.scrub_errors for p in verdict.plans)
-            raise self._upstream_error(exc, scrub) from None
-        result = StatementResult("COPY", status, ["copy"], lines, truncated)
-        return RunResult(verdict, [result], list(self._notices))
+                        if (max_rows is not None and len(rows) >= max_rows) or size >= max_bytes:
+                            truncated = True
+                            if single_read:
+                                # A read that is cut needs none of its other rows: stop the server.
+                                await events.aclose()
+                                await upstream.cancel_and_drain(conn)
+                                results.append(self._statement_result(plan, screen, types, rows, truncated,
+                                                                      "SELECT", produced))
+                                return None
+                            continue
+                        values = screen.row(raw)
+                        size += sum(len(v) for v in values if v is not None)
+                        rows.append(tuple(None if v is None else v.decode("utf-8", errors="replace")
+                                          for v in values))
+                elif isinstance(event, upstream.ResultEnd):
+                    assert screen is not None
+                    results.append(self._statement_result(plan, screen, types, rows, truncated, event.status,
+                                                           produced))
+                    screen, rows = None, []
+                elif isinstance(event, upstream.CopyOutStart):
+                    if event.format != 0:
+                        await upstream.cancel_and_drain(conn)
+                        return GatewayError("copy_binary", "binary COPY cannot be screened; use text or csv",
+                                            sqlstate="0A000")  # type: ignore[return-value]
+                    copy_lines, produced, size, truncated = [], 0, 0, False
+                elif isinstance(event, upstream.CopyOutData):
+                    assert copy_lines is not None
+                    produced += 1
+                    if (max_rows is not None and len(copy_lines) >= max_rows) or size >= max_bytes:
+                        truncated = True
+                        continue
+                    line = event.data.rstrip(b"\n").decode("utf-8", errors="replace")
+                    detector = self.gateway.detector
+                    size += len(event.data)
+                    copy_lines.append((detector.redact(line) if detector else line,))
+                elif isinstance(event, upstream.Command):
+                    tag = plan.command_tag if plan else event.status.split(" ")[0]
+                    if copy_lines is not None:
+                        results.append(StatementResult("COPY", event.status, ["copy"], copy_lines, truncated,
+                                                       row_count=produced, types=[25]))
+                        copy_lines = None
+                    else:
+                        results.append(StatementResult(tag, event.status))
+                elif isinstance(event, upstream.ServerError):
+                    # Nothing after an error runs; read on to the end so the connection is idle again.
+                    failure = self._upstream_error(event.diag, self._scrub or any(
+                        p.scrub_errors for p in plans[len(results):len(results) + 1]))
+        except ResultShapeMismatch as exc:
+            await events.aclose()
+            await upstream.cancel_and_drain(conn)
+            return exc
+        finally:
+            await events.aclose()
+        return failure
+
+    def _statement_result(self, plan: StatementPlan | None, screen: ResultScreen, types: list[int],
+                          rows: list, truncated: bool, status: str, produced: int) -> StatementResult:
+        tag = plan.command_tag if plan else status.split(" ")[0]
+        columns = list(screen.column_names)
+        masked = [columns[m.position] for m in (plan.masks if plan else ()) if m.position < len(columns)]
+        return StatementResult(tag, status, columns, rows, truncated, masked, produced, types)
+
+    async def _after(self, conn: psycopg.AsyncConnection, verdict: Verdict, completed: int, *,
+                     failed: bool) -> None:
+        effects = verdict.effects
+        if not effects:
+            return
+        self.state.apply(effects, completed)
+        if SessionState.needs_reconcile(effects, failed=failed) and not conn.closed:
+            if conn.info.transaction_status == pq.TransactionStatus.INERROR:
+                # Only ROLLBACK is possible in an aborted transaction; ask again after it.
+                self.state.clear()
+            else:
+                rows = await (await conn.execute(RECONCILE_SQL)).fetchall()
+                prepared = {r[1] for r in rows if r[0] == "p"}
+                cursors = {r[1] for r in rows if r[0] == "c"}
+                self.state.reconcile(prepared, cursors, effects if failed else ())
+        if any(e.schema_changed and e.index < completed for e in effects):
+            # DDL changed names the analyser resolves: read the catalog again.
+            await self.gateway.refresh_catalog(self.target)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        if self._conn is not None and self._pool is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):  # the pool discards a broken connection itself
+                await self._pool.putconn(conn)
+        self._pool = None
+        self.state.clear()
 
     async def __aenter__(self) -> Session:
         return self
@@ -186,120 +278,70 @@ class Session:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def cancel(self) -> None:
+        """Cancel what this session is running upstream (a client's cancel request)."""
+        if self._conn is not None and not self._conn.closed:
+            await self._conn.cancel_safe(timeout=5.0)
+
     # -- internals -------------------------------------------------------------------
 
-    async def _connection(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed:
-            if self.rule is None:
-                raise GatewayError("no_rule", "no rule grants this principal access")
-            conninfo = self.gateway.conninfo(
-                self.target, rule=self.rule, application_name=f"pgwarden:{self.principal.subject}")
-            try:
-                self._conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, context=_TEXT_ONLY)
-            except psycopg.Error as exc:
-                raise GatewayError("upstream_unavailable", f"could not connect to target {self.target!r}: "
-                                   f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
-            self._conn.add_notice_handler(self._on_notice)
-        return self._conn
+    async def _connection(self, settings: PinnedSettings | None) -> psycopg.AsyncConnection:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        if self.rule is None or settings is None:
+            raise GatewayError("no_rule", "no rule grants this principal access", sqlstate="42501")
+        # The connection is pinned at the rule's level (read-only unless the rule may write);
+        # a read-only text of a writer is wrapped in a READ ONLY transaction on top.
+        pinned = dataclasses.replace(settings, read_only=self.rule.read_only())
+        self._pool = await self.gateway.upstream.pool(self.target, self._target, pinned,
+                                                      self.gateway.login(self.rule))
+        try:
+            conn = await self._pool.getconn()
+        except Exception as exc:
+            self._pool = None
+            raise upstream.UpstreamUnavailable(
+                "upstream_unavailable", f"could not connect to target {self.target!r}: "
+                f"{upstream.first_line(exc)}; the target may be down or refusing the gateway's login") from None
+        await upstream._set_application_name(conn, settings.application_name)
+        conn.add_notice_handler(self._on_notice)
+        self._conn = conn
+        return conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pool is not None:
+            await conn.close()
+            with contextlib.suppress(Exception):
+                await self._pool.putconn(conn)
+        self.state.clear()
 
     def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
-        if self._scrub:  # notices quote values just as errors do
-            self._notices.append(f"{diag.severity or 'NOTICE'}: notice text withheld because the statement "
-                                 "reads masked columns")
-            return
-        text = f"{diag.severity or 'NOTICE'}: {diag.message_primary or ''}"
-        detector = self.gateway.detector
-        self._notices.append(detector.redact(text) if detector else text)
+        fields = screen_error_fields({"M": diag.message_primary or ""}, scrub=self._scrub,
+                                     detector=self.gateway.detector, what="notice")
+        self._notices.append(f"{diag.severity or 'NOTICE'}: {fields.get('M', '')}")
 
     def _wrap_read_only(self, verdict: Verdict, conn: psycopg.AsyncConnection) -> bool:
         # Defence in depth: a text the analysis calls read-only runs in a read-only
-        # transaction even when the rule could write — unless it manages
-        # transactions itself, or a client transaction is already open.
-        if not verdict.settings or not verdict.settings.read_only:
+        # transaction even when the rule could write — unless it manages transactions
+        # itself, or a client transaction is already open. Read-only rules are pinned
+        # read-only on the connection already.
+        if not verdict.settings or not verdict.settings.read_only or self.rule is None or self.rule.read_only():
             return False
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        if conn.info.transaction_status != pq.TransactionStatus.IDLE:
             return False
         return not any(p.command_tag in _TXN_TAGS for p in verdict.plans)
 
-    async def _result(self, cur: psycopg.AsyncCursor, plan: StatementPlan | None, max_rows: int | None
-                      ) -> StatementResult:
-        status = cur.statusmessage or ""
-        tag = plan.command_tag if plan else status.split(" ")[0]
-        if cur.description is None:
-            return StatementResult(tag, status)
-        detector = self.gateway.detector
-        # Names come from the query or the catalog, not from rows; the detectors look anyway.
-        columns = [detector.redact(d.name) if detector else d.name for d in cur.description]
-        limit = max_rows
-        rows = await (cur.fetchmany(limit + 1) if limit is not None else cur.fetchall())
-        truncated = limit is not None and len(rows) > limit
-        if truncated:
-            rows = rows[:limit]
-        maskers = self._column_maskers(plan, cur, len(columns))
-        out = []
-        for row in rows:
-            values = []
-            for i, value in enumerate(row):
-                masker = maskers[i]
-                if masker is not None:
-                    value = masker(value)
-                elif detector is not None and value is not None:
-                    value = detector.redact(value)
-                values.append(value)
-            out.append(tuple(values))
-        masked = [columns[m.position] for m in (plan.masks if plan else ()) if m.position < len(columns)]
-        return StatementResult(tag, status, columns, out, truncated, masked)
-
-    def _column_maskers(self, plan: StatementPlan | None, cur: psycopg.AsyncCursor, width: int) -> list:
-        maskers: list = [None] * width
-        if plan is None:
-            raise GatewayError("result_shape_mismatch", "PostgreSQL returned more results than the analysis "
-                               "predicted; the result is withheld")
-        if plan.width is not None and plan.width != width:
-            raise GatewayError("result_shape_mismatch", f"PostgreSQL returned {width} columns where the analysis "
-                               f"predicted {plan.width}; the result is withheld")
-        res = cur.pgresult
-        for action in plan.masks:
-            if action.position >= width:
-                raise GatewayError("result_shape_mismatch", "a masked column is missing from the result; "
-                                   "the result is withheld")
-            if action.origin is not None and res is not None:
-                origin = (res.ftable(action.position), res.ftablecol(action.position))
-                if origin[0] and origin != action.origin:
-                    raise GatewayError("result_shape_mismatch", f"column {action.position + 1} does not come "
-                                       "from the column the policy expected; the result is withheld")
-            maskers[action.position] = self.gateway.masker(action)
-        return maskers
-
-    def _upstream_error(self, exc: psycopg.Error, scrub: bool) -> UpstreamError:
-        diag = exc.diag
+    def _upstream_error(self, diag: psycopg.errors.Diagnostic, scrub: bool) -> UpstreamError:
         sqlstate = diag.sqlstate or "XX000"
         if scrub:
             return UpstreamError(sqlstate, f"the statement failed (SQLSTATE {sqlstate}); the error text is "
                                  "withheld because the statement reads masked columns")
-        detector = self.gateway.detector
-        def clean(t):
-            return (detector.redact(t) if (detector and t) else t)
-        return UpstreamError(sqlstate, clean(diag.message_primary or str(exc)) or "", clean(diag.message_detail),
-                             clean(diag.message_hint))
-
-    def _remember(self, sql: str) -> bool:
-        """Keep what PREPARE / DECLARE created; True when the text changed the schema."""
-        analysis = analyse(sql, self.gateway.catalog(self.target), self.facts())
-        for st in analysis.statements:
-            if st.prepared_name:
-                self.prepared[st.prepared_name] = st
-            elif st.cursor_name and st.node == "DeclareCursorStmt":
-                self.cursors[st.cursor_name] = st
-            elif st.node == "DeallocateStmt":
-                name = st.extras.get("name")
-                self.prepared.clear() if name is None else self.prepared.pop(str(name), None)
-            elif st.node == "ClosePortalStmt":
-                name = st.extras.get("name")
-                self.cursors.clear() if name is None else self.cursors.pop(str(name), None)
-        return any(StatementClass.DDL in st.classes for st in analysis.statements)
+        fields = screen_error_fields(
+            {k: v for k, v in (("M", diag.message_primary), ("D", diag.message_detail),
+                               ("H", diag.message_hint)) if v},
+            scrub=False, detector=self.gateway.detector)
+        return UpstreamError(sqlstate, fields.get("M", ""), fields.get("D"), fields.get("H"))
 
 
-_NAMING_TAGS = frozenset({"PREPARE", "DECLARE CURSOR", "DEALLOCATE", "CLOSE CURSOR"})
 _TXN_TAGS = frozenset({"BEGIN", "START TRANSACTION", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE",
                        "PREPARE TRANSACTION", "COMMIT PREPARED", "ROLLBACK PREPARED"})

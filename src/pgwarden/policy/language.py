@@ -173,6 +173,13 @@ class SessionPolicy(_Strict):
     )
 
 
+class UpstreamLogin(_Strict):
+    """A login role of the rule's own upstream, with its secret (never inline)."""
+
+    user: str = Field(min_length=1, description="PostgreSQL role the gateway logs in as for this rule")
+    password: SecretRef | None = Field(default=None, description="its password: {env: NAME} or {file: path}")
+
+
 class Rule(_Strict):
     """One access rule. The first rule matching the principal and target decides."""
 
@@ -181,6 +188,11 @@ class Rule(_Strict):
     target: str = Field(description="name of a target in the 'targets' section")
     upstream_role: str | None = Field(
         default=None, description="role the gateway assumes upstream for this rule (least privilege)"
+    )
+    upstream_login: UpstreamLogin | None = Field(
+        default=None,
+        description="log in upstream as this rule's own least-privilege role instead of the target's user; "
+        "then RESET ROLE and DISCARD ALL cannot widen anything",
     )
     statements: StatementPolicy = Field(default_factory=StatementPolicy)
     schemas: NameFilter = Field(
@@ -202,6 +214,11 @@ class Rule(_Strict):
     )
     require_where: bool = Field(default=True, description="refuse UPDATE and DELETE without a WHERE clause")
     max_rows: int | None = Field(default=1000, ge=1, description="most rows returned to the client per statement")
+    max_result_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="most bytes of values returned to the client per statement; a result over it is cut "
+        "and marked truncated, so a few huge values cannot fill the gateway's memory",
+    )
     statement_timeout: Duration = Field(default=30_000)
     lock_timeout: Duration = Field(default=5_000)
     functions: FunctionFilter = Field(default_factory=FunctionFilter)
@@ -310,6 +327,7 @@ __all__ = [
     "SecretRef",
     "SessionPolicy",
     "StatementPolicy",
+    "UpstreamLogin",
     "WriteGrant",
     "parse_duration_ms",
 ]

@@ -1,0 +1,68 @@
+"""What a statement leaves behind in the session, as the decision saw it: the session's bookkeeping.
+
+A door must know, after a text ran, which prepared statements and cursors exist on the
+server and what each of them reads, so that a later ``EXECUTE`` or ``FETCH`` is decided
+against the right analysis. The analysis already knows; :func:`effects_of` hands it over
+with the verdict, so the session never analyses a text a second time. ``schema_changed``
+tells the session to reload the target's catalog; ``copy`` says which way a COPY flows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .analysis import Analysis, StatementAnalysis, StatementClass
+
+__all__ = ["ALL", "StatementEffects", "effects_of"]
+
+ALL = "*"  # DEALLOCATE ALL / CLOSE ALL
+
+
+@dataclass(frozen=True, slots=True)
+class StatementEffects:
+    """The effects of statement ``index`` of a text."""
+
+    index: int
+    prepares: str | None = None  # PREPARE name
+    deallocates: str | None = None  # DEALLOCATE name, or ALL
+    declares: str | None = None  # DECLARE name CURSOR
+    closes: str | None = None  # CLOSE name, or ALL
+    schema_changed: bool = False
+    copy: str | None = None  # "stdout" | "stdin" | "file" | "program"
+    ends_transaction: bool = False  # COMMIT / ROLLBACK / END: cursors without HOLD close
+    analysis: StatementAnalysis | None = None  # what PREPARE / DECLARE will read when executed
+
+
+_TXN_END = frozenset({"COMMIT", "ROLLBACK", "END", "ABORT", "COMMIT PREPARED", "ROLLBACK PREPARED",
+                      "PREPARE TRANSACTION"})
+
+
+def _one(index: int, st: StatementAnalysis) -> StatementEffects | None:
+    node = st.node
+    ddl = StatementClass.DDL in st.classes
+    if st.prepared_name and node == "PrepareStmt":
+        return StatementEffects(index, prepares=st.prepared_name, schema_changed=ddl, analysis=st)
+    if node == "DeclareCursorStmt" and st.cursor_name:
+        return StatementEffects(index, declares=st.cursor_name, schema_changed=ddl, analysis=st)
+    if node == "DeallocateStmt":
+        name = st.extras.get("name")
+        return StatementEffects(index, deallocates=ALL if name is None else str(name))
+    if node == "ClosePortalStmt":
+        name = st.extras.get("name")
+        return StatementEffects(index, closes=ALL if name is None else str(name))
+    if node == "DiscardStmt" and st.extras.get("discard") == "DISCARD_ALL":
+        return StatementEffects(index, deallocates=ALL, closes=ALL)
+    ends = node == "TransactionStmt" and st.command_tag in _TXN_END
+    if ddl or st.copy_target or ends:
+        return StatementEffects(index, schema_changed=ddl, copy=st.copy_target, ends_transaction=ends)
+    return None
+
+
+def effects_of(analysis: Analysis) -> tuple[StatementEffects, ...]:
+    """The effects of every statement of ``analysis`` that has any, in text order."""
+    out = []
+    for index, st in enumerate(analysis.statements):
+        effect = _one(index, st)
+        if effect is not None:
+            out.append(effect)
+    return tuple(out)
