@@ -36,6 +36,7 @@ PERMISSIVE = PolicyDocument.model_validate({"rules": [{
 # Deliberate denials, by reason code and a piece of the statement.
 EXPECTED_DENIALS = {
     ("sensitive_catalog", "umoptions"),  # psql \deu+: user mapping options hold passwords
+    ("sensitive_catalog", "pg_db_role_setting"),  # psql \drds: role and database settings (issue 5, item 3)
     ("session_change", "set_config('application_name'"),  # application_name names the principal
     ("configuration_change", "set_config('application_name'"),
 }
@@ -79,7 +80,7 @@ def test_psql_describe_works_for_a_read_only_agent() -> None:
     refused = []
     for sql in statements:
         verdict = world.decide(sql)
-        if verdict.decision is not Decision.ALLOW and "umoptions" not in sql:
+        if verdict.decision is not Decision.ALLOW and "umoptions" not in sql and "pg_db_role_setting" not in sql:
             refused.append((verdict.reasons[0].code, sql[:160]))
     assert not refused, refused
     assert len(statements) > 200

@@ -1,7 +1,9 @@
 """Read a live target's ``pg_catalog`` into a :class:`~pgwarden.policy.catalog.Catalog`.
 
-Two queries (relations with their columns and view definitions; function names
-with the schemas defining them) run in one pipelined, rolled-back transaction:
+Five queries (relations with their columns, view definitions and which kinds of
+free text the catalogs attach to them; function names with the schemas defining
+them; and the user code resolution needs: routines, operators and cast functions
+outside ``pg_catalog`` with their argument types) run in one pipelined, rolled-back transaction:
 two network round trips (the queries, then the ROLLBACK) where libpq supports
 pipelines, one MVCC snapshot, and the caller's connection is left in the
 transaction state it was in. The sync and async loaders differ only in how
@@ -35,7 +37,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from pgwarden.policy.catalog import Catalog, Column, Relation, builtin_catalog, merge
+from pgwarden.policy.catalog import Catalog, Column, Operator, Relation, Routine, builtin_catalog, merge
 
 # Rolled back with the load's transaction (or savepoint), so the caller's session keeps its settings.
 # '' makes the implicit path pg_temp, pg_catalog: see the module docstring for why not the caller's path.
@@ -53,7 +55,30 @@ SELECT CASE WHEN n.oid = pg_catalog.pg_my_temp_schema() THEN 'pg_temp' ELSE n.ns
        c.oid::int8,
        CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             THEN pg_catalog.pg_get_viewdef(c.oid) END,
-       a.names, a.nums, a.types, h.ancestors
+       a.names, a.nums, a.types,
+       CASE WHEN c.relkind = 'S' THEN (
+           -- a sequence owned by a column (serial, identity): the owning table's deny lists hold for it
+           SELECT pg_catalog.array_agg(pn.nspname::text || '.' || pc.relname::text)
+           FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class pc ON pc.oid = d.refobjid
+           JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
+           WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+             AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i'))
+       ELSE h.ancestors END,
+       pg_catalog.array_remove(ARRAY[
+           CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_description ds WHERE ds.objoid = c.oid
+                             AND ds.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass) THEN 'comment' END,
+           CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_attrdef ad WHERE ad.adrelid = c.oid) THEN 'default' END,
+           CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_constraint co WHERE co.conrelid = c.oid
+                             AND co.conbin IS NOT NULL) THEN 'check' END,
+           CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_index ix WHERE ix.indrelid = c.oid
+                             AND (ix.indpred IS NOT NULL OR ix.indexprs IS NOT NULL)) THEN 'index' END,
+           CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger tg WHERE tg.tgrelid = c.oid) THEN 'trigger' END,
+           CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite rw WHERE rw.ev_class = c.oid
+                             AND rw.rulename <> '_RETURN') THEN 'rule' END,
+           CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_policy po WHERE po.polrelid = c.oid) THEN 'policy' END,
+           CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_statistic_ext se WHERE se.stxrelid = c.oid
+                             AND se.stxexprs IS NOT NULL) THEN 'statistics' END
+       ], NULL)
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN LATERAL (
@@ -75,9 +100,51 @@ LEFT JOIN LATERAL (
     FROM up JOIN pg_catalog.pg_class pc ON pc.oid = up.oid
     JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
 ) h ON true
-WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
+WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
   AND NOT pg_catalog.pg_is_other_temp_schema(n.oid)
 ORDER BY 1, 2
+"""
+
+# User code: every routine, operator and cast function outside pg_catalog, with what resolution needs.
+ROUTINES_SQL = """
+SELECT CASE WHEN n.oid = pg_catalog.pg_my_temp_schema() THEN 'pg_temp' ELSE n.nspname::text END,
+       p.proname::text, p.pronargs::int4, p.pronargdefaults::int4, p.provariadic <> 0,
+       pg_catalog.oidvectortypes(p.proargtypes), p.prokind::text,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+               AND d.objid = p.oid AND d.deptype = 'e'),
+       l.lanname::text
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+WHERE n.nspname <> 'pg_catalog' AND NOT pg_catalog.pg_is_other_temp_schema(n.oid)
+ORDER BY 1, 2, 6
+"""
+
+OPERATORS_SQL = """
+SELECT CASE WHEN n.oid = pg_catalog.pg_my_temp_schema() THEN 'pg_temp' ELSE n.nspname::text END,
+       o.oprname::text,
+       CASE WHEN o.oprleft = 0 THEN '' ELSE pg_catalog.format_type(o.oprleft, NULL) END,
+       CASE WHEN o.oprright = 0 THEN '' ELSE pg_catalog.format_type(o.oprright, NULL) END,
+       pn.nspname::text || '.' || p.proname::text,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass
+               AND d.objid = o.oid AND d.deptype = 'e')
+FROM pg_catalog.pg_operator o
+JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+WHERE (n.nspname <> 'pg_catalog' OR pn.nspname <> 'pg_catalog') AND NOT pg_catalog.pg_is_other_temp_schema(n.oid)
+ORDER BY 1, 2, 3, 4
+"""
+
+# Type names on both sides of casts whose function is user code (implicit casts run it unseen).
+CASTS_SQL = """
+SELECT DISTINCT pg_catalog.format_type(t.oid, NULL)
+FROM pg_catalog.pg_cast c
+JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+JOIN pg_catalog.pg_type t ON t.oid IN (c.castsource, c.casttarget)
+WHERE pn.nspname <> 'pg_catalog'
+ORDER BY 1
 """
 
 # One row per function name (functions, procedures, aggregates, window functions): name, schemas.
@@ -92,17 +159,20 @@ GROUP BY p.proname
 ORDER BY 1
 """
 
-RelationRow = tuple[str, str, str, int, str | None, list[str] | None, list[int] | None, list[str] | None,
-                    list[str] | None]
+RelationRow = tuple[Any, ...]  # schema, name, kind, oid, view_sql, names, nums, types, ancestors, texts
 FunctionRow = tuple[str, list[str]]
 
 
 @dataclass(frozen=True, slots=True)
 class CatalogRows:
-    """The raw result of one load, in the shapes of ``RELATIONS_SQL`` and ``FUNCTIONS_SQL``."""
+    """The raw result of one load, in the shapes of ``RELATIONS_SQL``, ``FUNCTIONS_SQL`` and the user-code
+    queries (``ROUTINES_SQL``, ``OPERATORS_SQL``, ``CASTS_SQL``)."""
 
     relations: Sequence[RelationRow]
     functions: Sequence[FunctionRow]
+    routines: Sequence[tuple[Any, ...]] = ()
+    operators: Sequence[tuple[Any, ...]] = ()
+    casts: Sequence[tuple[Any, ...]] = ()
 
 
 def load_catalog(conn: psycopg.Connection[Any], *, search_path: Sequence[str]) -> Catalog:
@@ -123,7 +193,11 @@ def read_rows(conn: psycopg.Connection[Any]) -> CatalogRows:
         # tuple_row: the caller's connection may have any row factory.
         rels = conn.cursor(row_factory=tuple_row).execute(RELATIONS_SQL)
         funcs = conn.cursor(row_factory=tuple_row).execute(FUNCTIONS_SQL)
-        return CatalogRows(rels.fetchall(), funcs.fetchall())
+        routines = conn.cursor(row_factory=tuple_row).execute(ROUTINES_SQL)
+        operators = conn.cursor(row_factory=tuple_row).execute(OPERATORS_SQL)
+        casts = conn.cursor(row_factory=tuple_row).execute(CASTS_SQL)
+        return CatalogRows(rels.fetchall(), funcs.fetchall(), routines.fetchall(), operators.fetchall(),
+                           casts.fetchall())
 
 
 async def aread_rows(aconn: psycopg.AsyncConnection[Any]) -> CatalogRows:
@@ -132,25 +206,43 @@ async def aread_rows(aconn: psycopg.AsyncConnection[Any]) -> CatalogRows:
         await aconn.execute(PIN_SESSION_SQL)
         rels = await aconn.cursor(row_factory=tuple_row).execute(RELATIONS_SQL)
         funcs = await aconn.cursor(row_factory=tuple_row).execute(FUNCTIONS_SQL)
-        return CatalogRows(await rels.fetchall(), await funcs.fetchall())
+        routines = await aconn.cursor(row_factory=tuple_row).execute(ROUTINES_SQL)
+        operators = await aconn.cursor(row_factory=tuple_row).execute(OPERATORS_SQL)
+        casts = await aconn.cursor(row_factory=tuple_row).execute(CASTS_SQL)
+        return CatalogRows(await rels.fetchall(), await funcs.fetchall(), await routines.fetchall(),
+                           await operators.fetchall(), await casts.fetchall())
 
 
 def relations_from_rows(rows: Iterable[RelationRow]) -> list[Relation]:
-    return [
-        Relation(
+    out = []
+    for row in rows:
+        schema, name, kind, oid, view_sql, names, nums, types, ancestors = row[:9]
+        texts = row[9] if len(row) > 9 else ()
+        out.append(Relation(
             schema=schema, name=name, kind=kind, oid=oid, view_sql=view_sql,
             columns=tuple(Column(*col) for col in zip(names or (), nums or (), types or (), strict=True)),
-            ancestors=tuple(ancestors or ()),
-        )
-        for schema, name, kind, oid, view_sql, names, nums, types, ancestors in rows
+            ancestors=tuple(ancestors or ()), texts=frozenset(texts or ()),
+        ))
+    return out
+
+
+def routines_from_rows(rows: Iterable[tuple[Any, ...]]) -> list[Routine]:
+    return [
+        Routine(schema, name, nargs, nargs - ndefaults, bool(variadic),
+                tuple(t.strip() for t in argtypes.split(",")) if argtypes else (), kind, bool(extension), language)
+        for schema, name, nargs, ndefaults, variadic, argtypes, kind, extension, language in rows
     ]
 
 
 def build_catalog(rows: CatalogRows, *, search_path: Sequence[str], version: str) -> Catalog:
     """The live rows overlaid on the builtin snapshot (pure: same rows and version, same catalog)."""
     functions = {name: frozenset(schemas) for name, schemas in rows.functions}
+    operators = [Operator(schema, name, left, right, function, bool(ext))
+                 for schema, name, left, right, function, ext in rows.operators]
     return merge(builtin_catalog(), relations_from_rows(rows.relations), functions,
-                 search_path=search_path, version=version, complete=True)
+                 search_path=search_path, version=version, complete=True,
+                 routines=routines_from_rows(rows.routines), operators=operators,
+                 user_cast_types=[row[0] for row in rows.casts])
 
 
 def content_digest(rows: CatalogRows, search_path: Sequence[str]) -> str:
@@ -158,6 +250,7 @@ def content_digest(rows: CatalogRows, search_path: Sequence[str]) -> str:
     h = hashlib.sha256(repr(tuple(search_path)).encode())
     h.update(repr(rows.relations).encode())
     h.update(repr(rows.functions).encode())
+    h.update(repr((rows.routines, rows.operators, rows.casts)).encode())
     return h.hexdigest()[:16]
 
 

@@ -32,12 +32,27 @@ _NETWORK = Denial("network_access", "opens connections from the database server 
 _REPLICATION = Denial("replication_control",
                       "controls replication, WAL or backups, or reads changes of every table; ask a DBA")
 _RAW = Denial("raw_storage_access", "reads raw pages or internal storage, bypassing column masking")
+_STATE = Denial("state_changing_function",
+                "changes server state (index summaries, pending lists, collations, catalog pins, WAL) even in a "
+                "read-only transaction; ask a DBA to run maintenance")
+NOTIFY_DENIAL = Denial("notification",
+                 "sends a notification that other sessions receive, a side effect a read-only rule "
+                       "does not permit")
+_SESSION_LOCK = Denial("session_lock",
+                       "takes a session-level advisory lock, held after the statement on a connection the gateway "
+                       "owns; use pg_advisory_xact_lock() / pg_try_advisory_xact_lock(), released at transaction end")
+_SERVER_STATE = Denial("server_secret",
+                       "shows server configuration files, control data or other sessions' statement texts; "
+                       "SHOW a setting or query pg_settings instead")
+_OWN_TEXT = Denial("server_secret",
+                   "returns the statement text as the gateway sent it upstream (which may hold masking detail); "
+                   "your own statement is the text you sent")
 _XML_TABLE = Denial("whole_table_serialiser",
                     "serialises a table or schema named by a string, bypassing table policy and masking; "
                     "SELECT the columns you need instead")
 
 # Ordered: the first matching pattern gives the reason.
-FUNCTION_DENIALS: tuple[tuple[str, Denial], ...] = (
+FUNCTION_DENIALS: tuple[tuple[str, Denial | None], ...] = (
     ("pg_read_file", _FILE), ("pg_read_binary_file", _FILE), ("pg_ls_*", _FILE), ("pg_stat_file", _FILE),
     ("pg_file_*", _FILE), ("pg_logdir_ls", _FILE), ("pg_current_logfile", _FILE),
     ("lo_*", _LOB), ("loread", _LOB), ("lowrite", _LOB),
@@ -58,9 +73,27 @@ FUNCTION_DENIALS: tuple[tuple[str, Denial], ...] = (
     ("page_header", _RAW), ("fsm_page_contents", _RAW), ("pg_get_wal_*", _RAW), ("pg_walinspect*", _RAW),
     ("pg_relation_filenode", _RAW), ("pg_filenode_relation", _RAW),
     ("pg_nextoid", _RAW), ("pg_catalog_*", _RAW),
+    # Functions that write although the transaction is read-only. Found from PG16's pg_proc (volatile,
+    # parallel-unsafe or parallel-restricted, in pg_catalog) and checked against a server in a READ ONLY
+    # transaction by tests/engine/test_state_changing_builtins.py.
+    ("brin_summarize_new_values", _STATE), ("brin_summarize_range", _STATE), ("brin_desummarize_range", _STATE),
+    ("gin_clean_pending_list", _STATE), ("pg_extension_config_dump", _STATE),
+    ("pg_stop_making_pinned_objects", _STATE), ("pg_log_standby_snapshot", _STATE),
+    ("pg_stat_force_next_flush", _STATE), ("pg_collation_actual_version", None),
+    ("currtid2", _RAW), ("currtid", _RAW),
+    ("pg_advisory_lock", _SESSION_LOCK), ("pg_advisory_lock_shared", _SESSION_LOCK),
+    ("pg_try_advisory_lock", _SESSION_LOCK), ("pg_try_advisory_lock_shared", _SESSION_LOCK),
+    # Server secrets: configuration files, control data, other sessions' statement texts.
+    ("pg_show_all_file_settings", _SERVER_STATE), ("pg_hba_file_rules", _SERVER_STATE),
+    ("pg_ident_file_mappings", _SERVER_STATE), ("pg_control_*", _SERVER_STATE),
+    ("pg_stat_get_activity", _SERVER_STATE), ("pg_stat_get_backend_activity", _SERVER_STATE),
+    ("pg_stat_get_backend_*", _SERVER_STATE), ("pg_stat_statements", _SERVER_STATE),
+    ("pg_stat_get_progress_info", _SERVER_STATE), ("pg_config", _SERVER_STATE),
+    ("pg_show_replication_origin_status", _SERVER_STATE), ("pg_get_backend_memory_contexts", _SERVER_STATE),
+    ("current_query", _OWN_TEXT),
 )
 
-_FUNC_RE = [(re.compile(fnmatch.translate(p)), d) for p, d in FUNCTION_DENIALS]
+_FUNC_RE = [(re.compile(fnmatch.translate(p)), d) for p, d in FUNCTION_DENIALS if d is not None]
 
 
 def function_denial(name: str) -> Denial | None:
@@ -74,7 +107,9 @@ def function_denial(name: str) -> Denial | None:
 # System relations that hold credentials, server configuration files or raw data.
 CREDENTIAL_CATALOGS = frozenset({
     "pg_authid", "pg_shadow", "pg_user_mapping", "pg_largeobject", "pg_file_settings", "pg_hba_file_rules",
-    "pg_ident_file_mappings",
+    "pg_ident_file_mappings", "pg_db_role_setting", "pg_statistic", "pg_statistic_ext_data",
+    "pg_stat_statements", "pg_stat_statements_info", "user_mapping_options",
+    "pg_replication_origin_status", "pg_backend_memory_contexts", "pg_config",
 })
 CREDENTIAL_DENIAL = Denial(
     "sensitive_catalog",
@@ -85,8 +120,11 @@ CREDENTIAL_DENIAL = Denial(
 SENSITIVE_CATALOG_COLUMNS = frozenset({
     ("pg_catalog", "pg_user_mappings", "umoptions"), ("pg_catalog", "pg_subscription", "subconninfo"),
     ("pg_catalog", "pg_stat_activity", "query"), ("pg_catalog", "pg_stat_statements", "query"),
-    ("pg_catalog", "pg_prepared_statements", "statement"), ("pg_catalog", "pg_cursors", "statement"),
-    ("public", "pg_stat_statements", "query"),
+    ("public", "pg_stat_statements", "query"), ("pg_catalog", "pg_roles", "rolconfig"),
+    ("pg_catalog", "pg_user", "useconfig"),
+    ("information_schema", "user_mapping_options", "option_value"),
+    ("pg_catalog", "pg_stat_replication", "application_name"),
+    # pg_prepared_statements and pg_cursors show this session's own statements only: not listed.
 })
 SENSITIVE_COLUMN_DENIAL = Denial(
     "sensitive_catalog",
@@ -99,11 +137,75 @@ STATISTICS_CATALOGS = frozenset({
 })
 STATISTICS_DENIAL = Denial(
     "statistics_leak",
-    "planner statistics hold sample values of masked columns; use COUNT, MIN/MAX of unmasked columns "
-    "or EXPLAIN instead",
+    "planner statistics hold sample values of masked columns and denied tables",
 )
+# Catalog views readable only when the WHERE clause names the objects they show (with top-level AND-ed
+# `col = 'literal'` or `col IN (...)`), each of which the rule permits (and, for statistics, unmasked):
+# view name -> (schema column, object column, sub-object column or None). See _lineage.catalog_pins.
+PINNED_CATALOGS: dict[str, tuple[str, str, str | None]] = {
+    "pg_stats": ("schemaname", "tablename", "attname"),
+    "pg_stats_ext": ("schemaname", "tablename", None),
+    "pg_stats_ext_exprs": ("schemaname", "tablename", None),
+    "pg_sequences": ("schemaname", "sequencename", None),
+}
+PINNED_HINT = {
+    "pg_stats": "add WHERE schemaname = '…' AND tablename = '…' (AND attname IN (…)) naming permitted tables "
+                "and unmasked columns",
+    "pg_stats_ext": "add WHERE schemaname = '…' AND tablename = '…' naming a permitted table without masks",
+    "pg_stats_ext_exprs": "add WHERE schemaname = '…' AND tablename = '…' naming a permitted table without masks",
+    "pg_sequences": "add WHERE schemaname = '…' AND sequencename = '…' naming a sequence of a permitted table",
+}
+
+# Free text the catalogs attach to objects, which anyone may read: columns and functions that show it,
+# with the kind of text (see catalog.Relation.texts). Allowed unless a relation the rule denies carries
+# that kind of text (then the reading would show it); a function whose first argument is a literal naming
+# a relation shows that relation's text only, and is allowed when the rule permits that relation.
+OBJECT_TEXT_COLUMNS: dict[tuple[str, str, str], str] = {
+    ("pg_catalog", "pg_attrdef", "adbin"): "default",
+    ("pg_catalog", "pg_constraint", "conbin"): "check",
+    ("pg_catalog", "pg_description", "description"): "comment",
+    ("pg_catalog", "pg_seclabel", "label"): "comment", ("pg_catalog", "pg_seclabels", "label"): "comment",
+    ("pg_catalog", "pg_views", "definition"): "view", ("pg_catalog", "pg_matviews", "definition"): "view",
+    ("pg_catalog", "pg_rewrite", "ev_action"): "view", ("pg_catalog", "pg_rewrite", "ev_qual"): "rule",
+    ("pg_catalog", "pg_rules", "definition"): "rule",
+    ("pg_catalog", "pg_proc", "prosrc"): "function", ("pg_catalog", "pg_proc", "probin"): "function",
+    ("pg_catalog", "pg_proc", "prosqlbody"): "function",
+    ("pg_catalog", "pg_index", "indexprs"): "index", ("pg_catalog", "pg_index", "indpred"): "index",
+    ("pg_catalog", "pg_indexes", "indexdef"): "index",
+    ("pg_catalog", "pg_trigger", "tgargs"): "trigger", ("pg_catalog", "pg_trigger", "tgqual"): "trigger",
+    ("pg_catalog", "pg_policy", "polqual"): "policy", ("pg_catalog", "pg_policy", "polwithcheck"): "policy",
+    ("pg_catalog", "pg_policies", "qual"): "policy", ("pg_catalog", "pg_policies", "with_check"): "policy",
+    ("pg_catalog", "pg_statistic_ext", "stxexprs"): "statistics",
+    ("information_schema", "columns", "column_default"): "default",
+    ("information_schema", "columns", "generation_expression"): "default",
+    ("information_schema", "check_constraints", "check_clause"): "check",
+    ("information_schema", "views", "view_definition"): "view",
+    ("information_schema", "routines", "routine_definition"): "function",
+    ("information_schema", "triggers", "action_statement"): "trigger",
+    ("information_schema", "triggers", "action_condition"): "trigger",
+    ("information_schema", "domains", "domain_default"): "default",
+}
+OBJECT_TEXT_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "pg_get_viewdef": ("view",), "pg_get_ruledef": ("rule", "view"),
+    "pg_get_expr": ("default", "check", "index", "policy", "statistics"),
+    "pg_get_constraintdef": ("check",), "pg_get_indexdef": ("index",), "pg_get_triggerdef": ("trigger",),
+    "pg_get_statisticsobjdef": ("statistics",), "pg_get_statisticsobjdef_expressions": ("statistics",),
+    "pg_get_statisticsobjdef_columns": ("statistics",),
+    "obj_description": ("comment",), "col_description": ("comment",),
+    "pg_get_functiondef": ("function",), "pg_get_function_sqlbody": ("function",),
+}
+# Functions whose first argument names a sequence (regclass): the owning table's deny lists hold.
+SEQUENCE_FUNCTIONS = frozenset({"nextval", "currval", "setval", "pg_sequence_last_value",
+                                "pg_sequence_parameters"})
+# Functions whose verdict depends on the literal first argument: never shared through the shape cache.
+LITERAL_FUNCTIONS = frozenset({"set_config", *SEQUENCE_FUNCTIONS, *OBJECT_TEXT_FUNCTIONS})
 
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
+TOAST_DENIAL = Denial(
+    "toast_storage",
+    "TOAST tables hold the out-of-line values of every table, denied and masked ones included; "
+    "read the table itself",
+)
 
 # Settings any client may change: encodings and formats drivers set on connect,
 # and planner knobs that cannot widen what a statement may touch.
@@ -112,6 +214,7 @@ HARMLESS_SETTINGS: tuple[str, ...] = (
     "client_min_messages", "standard_conforming_strings", "xmlbinary", "xmloption", "lc_monetary",
     "lc_numeric", "lc_time", "default_transaction_isolation", "transaction_isolation",
     "default_transaction_deferrable", "transaction_deferrable", "transaction.transaction_isolation",
+    "session_characteristics.transaction_isolation", "session_characteristics.transaction_deferrable",
     "transaction.transaction_deferrable", "transaction.transaction_read_only",
     "enable_*", "jit", "jit_*", "work_mem", "maintenance_work_mem", "random_page_cost", "seq_page_cost",
     "cpu_*_cost", "effective_cache_size", "geqo", "geqo_*", "join_collapse_limit", "from_collapse_limit",
@@ -144,7 +247,20 @@ PINNED_SETTINGS: dict[str, str] = {
 SENSITIVE_TABLES = frozenset((s, t) for s, t, _ in SENSITIVE_CATALOG_COLUMNS)
 
 
+# Settings that make the server write files or logs, load code, or hide what a session does from the
+# server's own logs: never harmless, whatever a pattern (jit_*) says; a rule may still name one exactly.
+SERVER_WRITING_SETTINGS: tuple[str, ...] = (
+    "jit_dump_bitcode", "jit_debugging_support", "jit_profiling_support", "jit_provider", "log_*", "debug_print_*",
+    "debug_pretty_print", "debug_assertions", "debug_discard_caches", "debug_io_direct", "debug_logical_*",
+    "trace_*", "session_preload_libraries", "local_preload_libraries", "shared_preload_libraries",
+    "dynamic_library_path", "temp_file_limit", "wal_*", "zero_damaged_pages", "ignore_*", "allow_*",
+    "track_*", "compute_query_id", "lo_compat_privileges", "archive_*", "event_triggers", "vacuum_*",
+)
+
+
 def setting_allowed(name: str, extra: list[str]) -> bool:
+    if any(fnmatch.fnmatchcase(name, p) for p in SERVER_WRITING_SETTINGS):
+        return name in (p.lower() for p in extra)
     return any(fnmatch.fnmatchcase(name, p) for p in HARMLESS_SETTINGS) or any(
         fnmatch.fnmatchcase(name, p.lower()) for p in extra
     )

@@ -42,6 +42,11 @@ class Relation:
     oid: int = 0
     view_sql: str | None = None  # pg_get_viewdef() for views and materialized views
     ancestors: tuple[str, ...] = ()  # 'schema.table' of inheritance parents / partitioned tables above
+    # (for a sequence: the table owning it, so the table's deny lists hold for the sequence too)
+    # Kinds of free text the catalogs attach to this relation, which other catalogs show to anyone:
+    # "comment", "default", "check", "index" (partial/expression index text), "trigger", "rule",
+    # "policy", "statistics" (extended statistics expressions). Only known in a live (complete) snapshot.
+    texts: frozenset[str] = frozenset()
 
     @property
     def qualified(self) -> str:
@@ -56,6 +61,49 @@ class Relation:
     @property
     def is_view(self) -> bool:
         return self.kind in ("v", "m") and self.view_sql is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Routine:
+    """A function, procedure or aggregate outside ``pg_catalog``: user code, whatever its name."""
+
+    schema: str
+    name: str
+    nargs: int
+    nargs_min: int  # nargs minus the arguments with defaults
+    variadic: bool
+    arg_types: tuple[str, ...] = ()
+    kind: str = "f"  # pg_proc.prokind
+    extension: bool = False  # a member of an extension (installed by a DBA), not written by users
+    language: str = ""
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def accepts(self, nargs: int) -> bool:
+        """Whether a call with ``nargs`` arguments may resolve to this routine (-1: count unknown)."""
+        if nargs < 0:
+            return True
+        if self.variadic:
+            return nargs >= self.nargs_min - 1
+        return self.nargs_min <= nargs <= self.nargs
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """An operator outside ``pg_catalog``: its function is user code."""
+
+    schema: str
+    name: str
+    left: str  # type name, "" for a prefix operator
+    right: str
+    function: str  # schema.name of oprcode
+    extension: bool = False
+
+    @property
+    def arity(self) -> int:
+        return 1 if not self.left else 2
 
 
 @dataclass(frozen=True)
@@ -74,6 +122,11 @@ class Catalog:
     version: str = "builtin"
     complete: bool = False
     _by_name: Mapping[str, tuple[Relation, ...]] = field(default_factory=dict, repr=False, compare=False)
+    # User code, by name: routines and operators defined outside pg_catalog, and the type names
+    # (source and target) of casts whose function lives outside pg_catalog.
+    routines: Mapping[str, tuple[Routine, ...]] = field(default_factory=dict, repr=False, compare=False)
+    operators: Mapping[str, tuple[Operator, ...]] = field(default_factory=dict, repr=False, compare=False)
+    user_cast_types: frozenset[str] = frozenset()
 
     def with_search_path(self, search_path: Iterable[str]) -> Catalog:
         return Catalog(
@@ -82,7 +135,37 @@ class Catalog:
             search_path=tuple(search_path),
             version=self.version,
             complete=self.complete,
+            routines=self.routines,
+            operators=self.operators,
+            user_cast_types=self.user_cast_types,
         )
+
+    @functools.cached_property
+    def _by_oid(self) -> dict[int, Relation]:
+        return {rel.oid: rel for rel in self.relations.values() if rel.oid}
+
+    def relation_by_oid(self, oid: int) -> Relation | None:
+        return self._by_oid.get(oid)
+
+    def resolve_regclass(self, text: str) -> Relation | None:
+        """The relation a regclass literal names ('16385', 'schema.name', 'name', quoted parts), or None."""
+        text = text.strip()
+        if text.isdigit():
+            return self._by_oid.get(int(text))
+        parts = split_identifier(text)
+        if parts is None or not 1 <= len(parts) <= 3:
+            return None
+        return self.resolve_relation(parts[-2] if len(parts) >= 2 else None, parts[-1])
+
+    def user_routines(self, name: str) -> tuple[Routine, ...]:
+        return self.routines.get(name, ())
+
+    def user_operators(self, name: str) -> tuple[Operator, ...]:
+        return self.operators.get(name, ())
+
+    @functools.cached_property
+    def relations_with_text(self) -> tuple[Relation, ...]:
+        return tuple(rel for rel in self.relations.values() if rel.texts or rel.view_sql)
 
     @functools.cached_property
     def _lookup_path(self) -> tuple[str, ...]:
@@ -129,8 +212,46 @@ class Catalog:
         return "pg_catalog" in self.functions.get(name, frozenset())
 
 
+def split_identifier(text: str) -> list[str] | None:
+    """'a.b', '"A".b', 'b' → their parts as PostgreSQL folds them; None when not an identifier chain."""
+    parts: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] == '"':
+            j, buf = i + 1, []
+            while True:
+                k = text.find('"', j)
+                if k < 0:
+                    return None
+                buf.append(text[j:k])
+                if k + 1 < n and text[k + 1] == '"':
+                    buf.append('"')
+                    j = k + 2
+                    continue
+                i = k + 1
+                break
+            parts.append("".join(buf))
+        else:
+            k = text.find(".", i)
+            k = n if k < 0 else k
+            word = text[i:k].strip()
+            if not word or '"' in word:
+                return None
+            parts.append(word.lower())
+            i = k
+        if i < n:
+            if text[i] != ".":
+                return None
+            i += 1
+            if i == n:
+                return None
+    return parts or None
+
+
 def merge(base: Catalog, relations: Iterable[Relation], functions: Mapping[str, Iterable[str]],
-          *, search_path: Iterable[str], version: str, complete: bool) -> Catalog:
+          *, search_path: Iterable[str], version: str, complete: bool,
+          routines: Iterable[Routine] = (), operators: Iterable[Operator] = (),
+          user_cast_types: Iterable[str] = ()) -> Catalog:
     """A snapshot made of ``base`` overlaid with live relations and functions."""
     rels = dict(base.relations)
     for rel in relations:
@@ -138,12 +259,22 @@ def merge(base: Catalog, relations: Iterable[Relation], functions: Mapping[str, 
     funcs = {k: set(v) for k, v in base.functions.items()}
     for fname, schemas in functions.items():
         funcs.setdefault(fname, set()).update(schemas)
+    by_name: dict[str, list[Routine]] = {}
+    for routine in routines:
+        by_name.setdefault(routine.name, []).append(routine)
+        funcs.setdefault(routine.name, set()).add(routine.schema)
+    ops: dict[str, list[Operator]] = {}
+    for op in operators:
+        ops.setdefault(op.name, []).append(op)
     return Catalog(
         relations=rels,
         functions={k: frozenset(v) for k, v in funcs.items()},
         search_path=tuple(search_path),
         version=version,
         complete=complete,
+        routines={k: tuple(v) for k, v in by_name.items()},
+        operators={k: tuple(v) for k, v in ops.items()},
+        user_cast_types=frozenset(user_cast_types),
     )
 
 
