@@ -125,35 +125,13 @@ DENY = [
     ("SELECT * INTO t FROM customers", "masked_data_laundering"),
     ("CREATE MATERIALIZED VIEW m AS SELECT ssn FROM customers", "masked_data_laundering"),
     ("CREATE TEMP TABLE t AS SELECT id FROM customers WHERE card_number LIKE '4%'", "masked_data_laundering"),
-    # masked columns as oracles
-    ("SELECT id FROM customers WHERE card_number LIKE '4111%'", "masked_predicate"),
-    ("SELECT id FROM customers WHERE ssn = '078-05-1120'", "masked_predicate"),
-    ("SELECT id FROM customers ORDER BY email", "masked_predicate"),
-    ("SELECT count(*) FROM customers GROUP BY ssn", "masked_predicate"),
-    ("SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM customers d WHERE d.ssn < c.ssn)", "masked_predicate"),
-    ("SELECT o.id FROM orders o JOIN customers c ON c.email = o.note", "masked_predicate"),
-    ("SELECT id FROM customer_cards WHERE cc LIKE '4%'", "masked_predicate"),
-    ("SELECT DISTINCT ON (card_number) id FROM customers", "masked_predicate"),
+    # masked columns as oracles where the masks cannot be placed inside the statement (EXPLAIN shows
+    # the plan, not values: its estimates come from the raw column's statistics)
     ("EXPLAIN SELECT id FROM customers WHERE ssn = '078-05-1120'", "masked_predicate"),  # estimates: statistics
     ("EXPLAIN ANALYZE SELECT id FROM customers WHERE card_number LIKE '4%'", "masked_predicate"),
-    ("SELECT count(*) FILTER (WHERE ssn LIKE '0%') FROM customers", "masked_predicate"),
-    ("SELECT string_agg(full_name, ',' ORDER BY card_number) FROM customers", "masked_predicate"),
-    ("SELECT row_number() OVER (PARTITION BY email) FROM customers", "masked_predicate"),
-    ("SELECT id FROM customers WHERE email IS NULL OR email LIKE 'a%'", "masked_predicate"),
     # masked values into side channels or other columns
     ("SELECT pg_notify('ch', card_number) FROM customers", "masked_data_laundering"),
     ("SELECT set_config('TimeZone', ssn, false) FROM customers", "masked_data_laundering"),
-    ("SELECT id FROM orders WHERE (SELECT card_number FROM customers LIMIT 1) LIKE '4%'", "masked_predicate"),
-    # COPY of masked columns
-    ("COPY customers TO STDOUT", "copy_masked"),
-    ("COPY customers (card_number) TO STDOUT", "copy_masked"),
-    ("COPY (SELECT card_number AS x FROM customers) TO STDOUT WITH (FORMAT csv)", "copy_masked"),
-    # outputs whose column count the analysis cannot know carry masked data
-    ("SELECT * FROM unnest((SELECT array_agg(email) FROM customers))", "unknown_columns"),
-    ("SELECT * FROM json_populate_record(null::customers, (SELECT row_to_json(c) FROM customers c LIMIT 1))",
-     "unknown_columns"),
-    ("SELECT (c).* FROM customers c", "unknown_columns"),
-    ("SELECT * FROM unnest(ARRAY[(SELECT c FROM customers c LIMIT 1)])", "unknown_columns"),
     # functions that are not built in
     ("SELECT my_func(1)", "function_not_allowed"),
     ("SELECT public.my_func(card_number) FROM customers", "function_not_allowed"),
@@ -170,6 +148,42 @@ DENY = [
     ("CREATE TABLE x (id int); SELECT 1", "approval_needs_single_statement"),
     # UPDATE/DELETE without (real) WHERE by a writer
 ]
+
+
+# Reads that used to be refused as oracles (or as unmaskable outputs) now run with the masks inside the
+# statement: predicates, ordering, COPY and unknown-width outputs all see masked values (test_no_oracle.py
+# proves the results equal those of a pre-masked copy against PostgreSQL).
+REWRITTEN = [
+    "SELECT id FROM customers WHERE card_number LIKE '4111%'",
+    "SELECT id FROM customers WHERE ssn = '078-05-1120'",
+    "SELECT id FROM customers ORDER BY email",
+    "SELECT count(*) FROM customers GROUP BY ssn",
+    "SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM customers d WHERE d.ssn < c.ssn)",
+    "SELECT o.id FROM orders o JOIN customers c ON c.email = o.note",
+    "SELECT id FROM customer_cards WHERE cc LIKE '4%'",
+    "SELECT DISTINCT ON (card_number) id FROM customers",
+    "SELECT count(*) FILTER (WHERE ssn LIKE '0%') FROM customers",
+    "SELECT string_agg(full_name, ',' ORDER BY card_number) FROM customers",
+    "SELECT row_number() OVER (PARTITION BY email) FROM customers",
+    "SELECT id FROM customers WHERE email IS NULL OR email LIKE 'a%'",
+    "SELECT id FROM orders WHERE (SELECT card_number FROM customers LIMIT 1) LIKE '4%'",
+    "COPY customers TO STDOUT",
+    "COPY customers (card_number) TO STDOUT",
+    "COPY (SELECT card_number AS x FROM customers) TO STDOUT WITH (FORMAT csv)",
+    "SELECT * FROM unnest((SELECT array_agg(email) FROM customers))",
+    "SELECT * FROM json_populate_record(null::customers, (SELECT row_to_json(c) FROM customers c LIMIT 1))",
+    "SELECT (c).* FROM customers c",
+    "SELECT * FROM unnest(ARRAY[(SELECT c FROM customers c LIMIT 1)])",
+]
+
+
+@pytest.mark.parametrize("sql", REWRITTEN, ids=[q[:60] for q in REWRITTEN])
+def test_masked_reads_are_rewritten_not_refused(sql: str) -> None:
+    verdict = W.decide(sql)
+    assert verdict.decision is Decision.ALLOW, (sql, verdict.reasons)
+    assert verdict.upstream_text is not None and "\"public\"." in verdict.upstream_text
+    assert all(p.masked_upstream for p in verdict.plans)
+    assert all(p.scrub_errors for p in verdict.plans)
 
 
 @pytest.mark.parametrize(("sql", "code"), DENY, ids=[d[0][:60] for d in DENY])
@@ -362,8 +376,21 @@ def test_dba_rule_writes_but_still_masked_and_no_laundering() -> None:
                  "alice", ["dba"])
     assert "masked_data_laundering" in {r.code for r in v.reasons}
     assert W.decide("ALTER TABLE customers ADD COLUMN c3 text", "alice", ["dba"]).decision is Decision.ALLOW
+    # a DML target cannot be wrapped: its masked columns stay out of RETURNING and of its predicates
     v = W.decide("UPDATE customers SET full_name = 'x' WHERE id = 1 RETURNING card_number", "alice", ["dba"])
-    assert v.decision is Decision.ALLOW and v.plans[0].masks[0].strategy == "keep_last"
+    assert v.reasons[0].code == "masked_returning"
+    v = W.decide("UPDATE customers SET full_name = 'x' WHERE id = 1 RETURNING lower(email)", "alice", ["dba"])
+    assert v.reasons[0].code == "masked_returning"
+    v = W.decide("DELETE FROM customers WHERE card_number LIKE '4%'", "alice", ["dba"])
+    assert "masked_predicate" in {r.code for r in v.reasons}
+    v = W.decide("UPDATE customers SET full_name = 'x' WHERE ssn = '078-05-1120'", "alice", ["dba"])
+    assert "masked_predicate" in {r.code for r in v.reasons}
+    # ... while another table's masked columns in FROM are wrapped, so filtering on them is harmless
+    v = W.decide("UPDATE orders SET note = 'x' FROM customers c WHERE c.id = orders.customer_id "
+                 "AND c.card_number LIKE '4%'", "alice", ["dba"])
+    assert v.decision is Decision.ALLOW and v.upstream_text is not None, v.reasons
+    assert W.decide("UPDATE customers SET full_name = 'x' WHERE id = 1 RETURNING id", "alice",
+                    ["dba"]).decision is Decision.ALLOW
 
 
 def test_verdict_cache_is_exact_text_and_per_principal() -> None:
@@ -381,8 +408,12 @@ def test_verdict_cache_is_exact_text_and_per_principal() -> None:
 
 def test_shape_cache_serves_new_literals_but_never_literal_dependent_verdicts() -> None:
     w = World()
-    first = w.decide("SELECT id, card_number FROM customers WHERE id = 1")
-    assert w.decide("SELECT id, card_number FROM customers WHERE id = 2") is first  # same shape
+    first = w.decide("SELECT id, note FROM orders WHERE id = 1")
+    assert w.decide("SELECT id, note FROM orders WHERE id = 2") is first  # same shape
+    # a text with masks spliced in keeps to its exact text: its splice offsets move with the literals
+    masked = w.decide("SELECT id, card_number FROM customers WHERE id = 1")
+    other = w.decide("SELECT id, card_number FROM customers WHERE id = 22")
+    assert other is not masked and other.upstream_text.endswith("WHERE id = 22")
     # verdicts that looked at a literal are never reused for other literals
     assert w.decide("SELECT set_config('TimeZone', 'UTC', false)").decision is Decision.ALLOW
     assert w.decide("SELECT set_config('role', 'postgres', false)").decision is Decision.DENY
@@ -398,4 +429,4 @@ def test_shape_cache_serves_new_literals_but_never_literal_dependent_verdicts() 
     assert dba.decide("DELETE FROM orders WHERE $1 = $2", "d", ["dba"]).reasons[0].code == "missing_where"
     # ORDER BY positions are part of the shape
     assert w.decide("SELECT full_name, email FROM customers ORDER BY 1").decision is Decision.ALLOW
-    assert w.decide("SELECT full_name, email FROM customers ORDER BY 2").reasons[0].code == "masked_predicate"
+    assert w.decide("SELECT full_name, email FROM customers ORDER BY 2").decision is Decision.ALLOW  # masked inside

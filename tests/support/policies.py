@@ -43,13 +43,20 @@ def public_policy() -> PolicyDocument:
     return load_config(REPO / "examples" / "public_cases.yaml").policy
 
 
+def test_mask_key(mask) -> bytes:
+    """Derived hash keys for pure tests (the gateway derives them from the configured secret)."""
+    from pgwarden.policy.masking import derive_mask_key
+
+    return derive_mask_key(b"pure-test-master-key", mask.column)
+
+
 class World:
     """Decide as a principal over the fixture catalog."""
 
     def __init__(self, policy: PolicyDocument | None = None, catalog: Catalog | None = None) -> None:
         self.policy = policy or public_policy()
         self.catalog = catalog or fixture_catalog()
-        self.decider = Decider(self.policy, version="test")
+        self.decider = Decider(self.policy, version="test", mask_key=test_mask_key)
 
     def decide(self, sql: str, subject: str = "agent", groups=("ai-agents",)) -> Verdict:
         return self.decider.decide(sql, subject=subject, groups=frozenset(groups), catalog=self.catalog)

@@ -37,7 +37,8 @@ from ._tree import (
     _strings,
     output_name,
 )
-from .analysis import Access, ColumnId, FunctionCall, RelationAccess, StatementClass
+from .analysis import Access, ColumnId, FunctionCall, RelationAccess, RelationRef, StatementClass
+from .builtins import PINNED_CATALOGS
 from .catalog import Catalog, Relation
 
 if TYPE_CHECKING:
@@ -55,21 +56,98 @@ _LATER_CLAUSES = frozenset({"havingClause", "groupClause", "sortClause", "distin
                             "limitCount", "limitOffset", "lockingClause", "intoClause"})
 # Keys _walk handles itself; every other key is a leaf (above) or plain structure to descend into.
 _SPECIAL = frozenset({"ColumnRef", "FuncCall", "NullTest", "SubLink", "RangeVar", "SelectStmt", "InsertStmt",
-                      "UpdateStmt", "DeleteStmt", "MergeStmt"})
+                      "UpdateStmt", "DeleteStmt", "MergeStmt", "A_Expr", "TypeCast"})
 
 
+
+
+def _names_read(node: Any, names) -> set[str]:
+    """Unqualified relation names among ``names`` that a subtree reads (RangeVar), at any depth."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            rv = item.get("RangeVar")
+            if isinstance(rv, dict) and rv.get("schemaname") is None and rv.get("relname") in names:
+                found.add(rv["relname"])
+            stack.extend(v for v in item.values() if isinstance(v, _CONTAINERS))
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _pin(where: Node | None, alias: str, keys: tuple[str, str, str | None]) -> dict[str, frozenset[str]] | None:
+    """What the top-level AND-ed ``col = 'literal'`` / ``col IN (...)`` conjuncts of ``where`` pin ``keys`` to."""
+    if not where:
+        return None
+    wanted = {k for k in keys if k}
+    pins: dict[str, frozenset[str]] = {}
+    stack = [where]
+    while stack:
+        node = stack.pop()
+        boolean = node.get("BoolExpr") if isinstance(node, dict) else None
+        if boolean is not None:
+            if boolean.get("boolop") == "AND_EXPR":
+                stack.extend(boolean.get("args") or ())
+            continue
+        expr = node.get("A_Expr") if isinstance(node, dict) else None
+        if not expr or _strings(expr.get("name")) != ["="] or expr.get("kind") not in ("AEXPR_OP", "AEXPR_IN"):
+            continue
+        column = _pinned_column(expr.get("lexpr"), alias)
+        if column not in wanted:
+            continue
+        right = expr.get("rexpr")
+        items = right if isinstance(right, list) else [right]
+        values = [_literal_text(v) if isinstance(v, dict) else None for v in items]
+        if not values or any(v is None for v in values):
+            continue
+        found = frozenset(v for v in values if v is not None)
+        pins[column] = pins[column] & found if column in pins else found
+    return pins or None
+
+
+def _pinned_column(node: Any, alias: str) -> str | None:
+    ref = node.get("ColumnRef") if isinstance(node, dict) else None
+    if not ref:
+        return None
+    fields = _strings(ref.get("fields"))
+    if len(fields) == 1 or (len(fields) == 2 and fields[0] == alias):
+        return fields[-1]
+    return None
+
+
+def _literal_text(node: Node) -> str | None:
+    """A literal argument's text: 'x', 42, 'x'::regclass, '16385'::oid (what names an object); else None."""
+    cast = node.get("TypeCast")
+    if cast is not None:
+        node = cast.get("arg") or {}
+    const = node.get("A_Const")
+    if not const:
+        return None
+    sval = const.get("sval")
+    if sval is not None:
+        return sval.get("sval")
+    ival = const.get("ival")
+    if ival is not None:
+        return str(ival.get("ival", 0))
+    return None
 
 
 class QueryWalker:
     """Walks queries of one top-level statement, accumulating :class:`Facts`."""
 
-    __slots__ = ("catalog", "facts", "via_view", "views")
+    __slots__ = ("_next_pin", "catalog", "facts", "pins", "via_view", "views")
 
     def __init__(self, catalog: Catalog, facts: Facts, view_lineage: ViewLineage) -> None:
         self.catalog = catalog
         self.facts = facts
         self.views = view_lineage
         self.via_view: str | None = None
+        # Per read of a catalog view in builtins.PINNED_CATALOGS: the objects its WHERE pins it to
+        # ({column: values}) or None; the decision allows the read only for permitted objects.
+        self.pins: dict[str, list[dict[str, frozenset[str]] | None]] = {}
+        self._next_pin: dict[str, frozenset[str]] | None = None
 
     # -- relations -------------------------------------------------------------------
 
@@ -82,6 +160,9 @@ class QueryWalker:
             self.facts.relations.append(
                 RelationAccess(rel.schema, rel.name, access, True, self.via_view, rel.kind)
             )
+            if rel.schema == "pg_catalog" and rel.name in PINNED_CATALOGS:
+                self.pins.setdefault(rel.name, []).append(self._next_pin)
+                self._next_pin = None
         else:
             guessed = schema or self.catalog.default_schema(name)
             self.facts.relations.append(RelationAccess(guessed, name, access, False, self.via_view, "?"))
@@ -119,6 +200,11 @@ class QueryWalker:
                 self.facts.relations.append(RelationAccess(schema_, name_, access, True,
                                                            f"{rel.qualified} (inherits)", "r"))
             cols = self.views.table_columns(rel, self.catalog.version)
+        if access is Access.READ and self.via_view is None and "location" in rv:
+            # Where the mask rewrite may splice a masking derived table (see policy/_rewrite.py).
+            self.facts.relation_refs.append(RelationRef(
+                rv["location"], rel.schema, rel.name, rel.kind, bool(rv.get("inh")), alias is not None,
+                tuple((c.name, c.type_name, v.sources, v.plain) for c, (_, v) in zip(rel.columns, cols))))
         return Entry(alias or rel.name, None if alias else rel.schema,
                      _rename(cols, colaliases) if colaliases else cols,
                      system_columns=rel.kind in ("r", "p", "m", "f"))
@@ -143,7 +229,7 @@ class QueryWalker:
                 rv = right[i][1] if i < len(right) else EMPTY
                 outputs.append((name, Value(lv.sources | rv.sources, plain=lv.plain and rv.plain,
                                             whole_row=lv.whole_row or rv.whole_row)))
-            self.predicates(get("sortClause"), scope)
+            self.predicates(get("sortClause"), scope, outputs)  # ORDER BY an output name or position
             self.expressions(get("limitCount"), scope)
             self.expressions(get("limitOffset"), scope)
             return outputs
@@ -154,7 +240,12 @@ class QueryWalker:
         if from_clause:
             entries = scope.entries
             for item in from_clause:
+                rv = item.get("RangeVar")
+                if rv is not None and rv.get("relname") in PINNED_CATALOGS:
+                    alias = (rv.get("alias") or {}).get("aliasname") or rv["relname"]
+                    self._next_pin = _pin(get("whereClause"), alias, PINNED_CATALOGS[rv["relname"]])
                 entries.append(self.from_item(item, scope))
+                self._next_pin = None
         outputs = self.target_list(get("targetList") or (), scope)
         where = get("whereClause")
         if where:
@@ -206,8 +297,12 @@ class QueryWalker:
         if not with_clause:
             return
         recursive = with_clause.get("recursive", False)
-        for wrapper in with_clause.get("ctes") or ():
-            cte = wrapper.get("CommonTableExpr") or {}
+        ctes = [wrapper.get("CommonTableExpr") or {} for wrapper in with_clause.get("ctes") or ()]
+        if recursive and len(ctes) > 1:
+            # In WITH RECURSIVE every name is visible to every item (PostgreSQL orders them by their
+            # references): walk each after the ones it reads, so a forward reference finds its lineage.
+            ctes = self._cte_order(ctes)
+        for cte in ctes:
             name = cte.get("ctename", "")
             colnames = _strings(cte.get("aliascolnames"))
             kind, query = _node(cte.get("ctequery") or {})
@@ -217,22 +312,42 @@ class QueryWalker:
                 cols = self.query(kind, query, scope, nested_label="cte")
             scope.ctes[name] = _rename(cols, colnames)
 
+    def _cte_order(self, ctes: list[Node]) -> list[Node]:
+        names = {cte.get("ctename", ""): cte for cte in ctes}
+        reads = {name: _names_read(cte.get("ctequery"), names.keys()) - {name} for name, cte in names.items()}
+        ordered: list[Node] = []
+        done: set[str] = set()
+        pending = list(names)
+        while pending:
+            ready = [n for n in pending if reads[n] <= done]
+            if not ready:
+                # PostgreSQL refuses mutual recursion between WITH items; so does the gateway.
+                self.facts.unknown.append(f"WITH items {', '.join(pending)} refer to each other")
+                ready = pending[:]
+            for n in ready:
+                ordered.append(names[n])
+                done.add(n)
+                pending.remove(n)
+        return ordered
+
     def _recursive_cte(self, name: str, colnames: list[str], query: Node, scope: Scope):
         seed = self.select(query.get("larg") or {}, scope)
         cols = _rename(seed, colnames)
-        # Iterate to a fixpoint: lineage only grows, and each round can add at most the
-        # sources reachable in one more step through the self-reference.
-        for _ in range(8):
+        # Iterate to a fixpoint: lineage only grows, and each round can add at most the sources
+        # reachable in one more step through the self-reference, so it settles within one round per
+        # (column, source) pair. Relations and other facts of every round are kept: each round walks
+        # the same branches, and the decision de-duplicates.
+        rounds = 2 + len(cols) * max(1, len({s for _, v in cols for s in v.sources}))
+        for _ in range(min(rounds, 256)):
             scope.ctes[name] = cols
-            mark = len(self.facts.relations)
             new = _rename(self.select(query, scope), colnames)
             merged = [(n, Value(v.sources | nv.sources, plain=v.plain and nv.plain,
                                 whole_row=v.whole_row or nv.whole_row))
                       for (n, v), (_, nv) in zip(cols, new, strict=False)]
             if all(a[1].sources == b[1].sources for a, b in zip(merged, cols, strict=False)):
                 return merged
-            del self.facts.relations[mark:]
             cols = merged
+        self.facts.unknown.append(f"the lineage of recursive WITH item {name!r} did not settle")
         return cols
 
     def query(self, kind: str, node: Node, scope: Scope | None, *, nested_label: str) -> list[tuple[str, Value]]:
@@ -550,6 +665,10 @@ class QueryWalker:
                 found.extend(v for _, v in cols)
             elif key in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
                 found.extend(v for _, v in self.query(key, value, scope, nested_label="subquery"))
+            elif key == "A_Expr" or key == "TypeCast":
+                # Operators and casts may run user code: noted when the catalog has any (item 5).
+                self.user_code_node(key, value)
+                self._walk(value, scope, found, outputs)
             elif key == "RangeVar":
                 self.facts.unknown.append("relation reference inside an expression")
                 self.note_relation(value.get("schemaname"), value.get("relname", ""), Access.READ)
@@ -564,11 +683,28 @@ class QueryWalker:
         name = names[-1]
         first = None
         args = call.get("args") or ()
-        if args:
-            const = (args[0].get("A_Const") or {}).get("sval") if isinstance(args[0], dict) else None
-            first = const.get("sval") if const else None
-        self.facts.functions.append(FunctionCall(schema, name, self.catalog.function_schemas(name), first))
+        if args and isinstance(args[0], dict):
+            first = _literal_text(args[0])
+        nargs = -1 if call.get("func_variadic") else len(args)  # count(*): no arguments
+        self.facts.functions.append(FunctionCall(schema, name, self.catalog.function_schemas(name), first, nargs))
         return name if schema in (None, "pg_catalog") else None
+
+    def user_code_node(self, key: str, value: Node) -> None:
+        catalog = self.catalog
+        if key == "A_Expr":
+            names = _strings(value.get("name"))
+            if not names:
+                return
+            schema = names[-2] if len(names) >= 2 else None
+            if schema in (None, "pg_catalog") and names[-1] not in catalog.operators:
+                return  # the common case: a built-in operator no user operator shares a name with
+            nargs = 2 if value.get("lexpr") is not None else 1
+            self.facts.functions.append(FunctionCall(schema, names[-1], frozenset(), None, nargs, "operator"))
+        elif catalog.user_cast_types:
+            names = _strings((value.get("typeName") or {}).get("names"))
+            if names and names[-1] != "regclass":
+                self.facts.functions.append(FunctionCall(names[-2] if len(names) >= 2 else None, names[-1],
+                                                         frozenset(), None, 1, "cast"))
 
     def column_ref(self, ref: Node, scope: Scope, outputs, fields: list[str] | None = None) -> Value:
         """Lineage of a column reference; ``fields`` when the caller has split its names already."""

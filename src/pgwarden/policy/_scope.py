@@ -166,6 +166,7 @@ class Facts:
     unknown: list[str]
     missing_where: bool
     referenced: set[ColumnId]  # every column read anywhere
+    relation_refs: list  # RelationRef of every relation read by reference (the mask rewrite's splice points)
 
     def __init__(self) -> None:
         self.relations = []
@@ -178,6 +179,7 @@ class Facts:
         self.unknown = []
         self.missing_where = False
         self.referenced = set()
+        self.relation_refs = []
 
 
 def _as_hidden(entry: Entry) -> Entry:

@@ -14,6 +14,9 @@ see created — each is written to ``unknown`` and the decision denies.
 
 from __future__ import annotations
 
+import json
+import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +31,7 @@ from ._statements import UTILITY, command_tag
 from ._tree import Node, _node, _strings
 from ._views import ViewLineage
 from .analysis import Access, Analysis, ColumnId, SettingChange, StatementAnalysis, StatementClass
+from .builtins import LITERAL_FUNCTIONS
 
 _VIEWS = ViewLineage()
 
@@ -46,18 +50,78 @@ NO_SESSION = SessionFacts()
 def analyse(sql: str, catalog, session: SessionFacts = NO_SESSION) -> Analysis:
     """Analyse every statement of ``sql`` against ``catalog``."""
     try:
-        tree = orjson.loads(parser.parse_sql_json(sql))
+        text = parser.parse_sql_json(sql)
     except ParseError as exc:
         return Analysis(sql, (), error=str(exc))
-    except (orjson.JSONDecodeError, RecursionError):
-        return Analysis(sql, (), error=_TOO_DEEP, error_code="too_complex")
     try:
+        tree = orjson.loads(text)
         return _analyse_tree(sql, tree, catalog, session)
-    except RecursionError:
-        return Analysis(sql, (), error=_TOO_DEEP, error_code="too_complex")
+    except (orjson.JSONDecodeError, RecursionError):
+        # Long but ordinary chains (UNION ALL of hundreds of SELECTs, arithmetic of hundreds of terms)
+        # nest deeper than orjson's and the interpreter's default limits: analyse them again with
+        # room for _DEEP_LIMIT levels, on a thread of its own with a stack sized for them.
+        return _analyse_deep(sql, text, catalog, session)
 
 
 _TOO_DEEP = "the statement nests expressions or queries deeper than the gateway checks"
+_DEEP_LIMIT = 30_000  # nesting levels of the parse tree, walk included; deeper is refused as too complex
+_DEEP_STACK = 512 << 20  # bytes of (virtual) stack for that thread
+_DEEP_LOCK = threading.Lock()
+
+
+_MAX_NESTING = 600  # levels of real nesting (a function call in a function call…); see _nesting
+_CHAIN_KEYS = frozenset({"lexpr", "rexpr", "larg", "rarg"})  # a + b + c …, SELECT … UNION ALL SELECT …
+
+
+def _nesting(tree: Any) -> int:
+    """How deep ``tree`` nests: one level per node inside a field of another node, except the links of a
+    chain (operands of an operator, branches of a set operation, arguments of AND / OR), which count none."""
+    deepest = 0
+    stack: list[tuple[Any, int, str]] = [(tree, 0, "")]
+    while stack:
+        node, depth, owner = stack.pop()  # owner: the node type whose field holds ``node``
+        if depth > deepest:
+            deepest = depth
+        if isinstance(node, list):
+            stack.extend((item, depth, owner) for item in node if isinstance(item, (dict, list)))
+            continue
+        for key, value in node.items():
+            if not isinstance(value, (dict, list)):
+                continue
+            if key[:1].isupper():  # {"FuncCall": {...}}: the node's own fields, same level
+                stack.append((value, depth, key))
+            elif key in _CHAIN_KEYS or (owner == "BoolExpr" and key == "args"):
+                stack.append((value, depth, owner))
+            else:
+                stack.append((value, depth + 1, owner))
+    return deepest
+
+
+def _analyse_deep(sql: str, text: str, catalog, session: SessionFacts) -> Analysis:
+    result: list[Analysis] = []
+
+    def work() -> None:
+        try:
+            tree = json.loads(text)
+            if _nesting(tree) > _MAX_NESTING:
+                result.append(Analysis(sql, (), error=_TOO_DEEP, error_code="too_complex"))
+                return
+            result.append(_analyse_tree(sql, tree, catalog, session))
+        except RecursionError:
+            result.append(Analysis(sql, (), error=_TOO_DEEP, error_code="too_complex"))
+
+    with _DEEP_LOCK:  # the recursion limit and thread stack size are process-wide settings
+        old_limit, old_stack = sys.getrecursionlimit(), threading.stack_size()
+        try:
+            threading.stack_size(_DEEP_STACK)
+            sys.setrecursionlimit(max(old_limit, _DEEP_LIMIT))
+            worker = threading.Thread(target=work, name="pgwarden-deep-analysis")
+            worker.start()
+            worker.join()
+        finally:
+            sys.setrecursionlimit(old_limit)
+            threading.stack_size(old_stack)
+    return result[0] if result else Analysis(sql, (), error=_TOO_DEEP, error_code="too_complex")
 
 
 def _analyse_tree(sql: str, tree: dict, catalog, session: SessionFacts) -> Analysis:
@@ -79,7 +143,14 @@ def _analyse_tree(sql: str, tree: dict, catalog, session: SessionFacts) -> Analy
                 text = encoded[start:end].decode(errors="replace").strip()
         else:
             text = sql.strip()
-        statements.append(_statement(text, raw.get("stmt") or {}, catalog, session))
+        st = _statement(text, raw.get("stmt") or {}, catalog, session)
+        statements.append(st)
+        # A cursor or prepared statement made earlier in the same text is known to the later ones
+        # (BEGIN; DECLARE c …; FETCH … FROM c; COMMIT).
+        if st.node == "DeclareCursorStmt" and st.cursor_name and not st.unknown:
+            session = SessionFacts(session.prepared, {**session.cursors, st.cursor_name: st})
+        elif st.prepared_name and not st.unknown:
+            session = SessionFacts({**session.prepared, st.prepared_name: st}, session.cursors)
     return Analysis(sql, tuple(statements))
 
 
@@ -168,6 +239,8 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
     execute_name = extra.pop("execute_name", None) if extra else None
     cursor_name = extra.pop("cursor_name", None) if extra else None
     creates_temp = extra.pop("creates_temp", False) if extra else False
+    if walker.pins:
+        extra["catalog_pins"] = walker.pins  # read by decision._StatementCheck._pinned_catalog
     return StatementAnalysis(  # every field, in declaration order
         text,
         kind,  # node
@@ -192,9 +265,10 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
         cursor_name,
         creates_temp,
         tuple(dict.fromkeys(facts.unknown)) if facts.unknown else (),  # unknown
-        (kind not in _QUERIES or facts.missing_where
-         or (bool(functions) and any(f.name == "set_config" for f in functions))),  # literal_dependent
+        (kind not in _QUERIES or facts.missing_where or bool(walker.pins)
+         or (bool(functions) and any(f.name in LITERAL_FUNCTIONS for f in functions))),  # literal_dependent
         extra,  # extras
+        tuple(facts.relation_refs) if facts.relation_refs else (),  # relation_refs
     )
 
 
@@ -275,6 +349,7 @@ def _copy(node: Node, walker: QueryWalker, facts: Facts) -> tuple[dict[str, Any]
     rv = node.get("relation")
     attlist = _strings(node.get("attlist"))
     if rv:
+        extra["copy_relation"] = True  # COPY t [(cols)]: the mask rewrite turns it into COPY (SELECT …)
         access = Access.INSERT if node.get("is_from") else Access.READ
         entry = walker.relation_entry(rv, None, access)
         cols = entry.all_columns()

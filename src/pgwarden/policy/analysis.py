@@ -81,11 +81,35 @@ class FunctionCall(NamedTuple):
     schema: str | None  # as written; None when unqualified
     name: str
     resolved_schemas: frozenset[str] = frozenset()  # schemas that define this name, per the catalog
-    first_arg: str | None = None  # the first argument when it is a string literal (set_config's name)
+    first_arg: str | None = None  # the first argument when it is a literal (set_config's name, a regclass)
+    nargs: int = -1  # how many arguments the call passes (-1: unknown, e.g. VARIADIC or an operator's)
+    kind: str = "function"  # "function", "operator" (name is the operator's), "cast" (name is the type)
 
     @property
     def display(self) -> str:
+        if self.kind == "operator":
+            return f"OPERATOR({self.schema}.{self.name})" if self.schema else f"operator {self.name}"
+        if self.kind == "cast":
+            return f"cast to {self.name}"
         return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+class RelationRef(NamedTuple):
+    """One reference to a catalog relation read by a query (a RangeVar of FROM, JOIN, COPY, ``TABLE t``).
+
+    ``location`` is the byte offset of its name in the whole query string, as libpg_query reports it;
+    the mask rewrite splices a masking derived table there. ``columns`` are the relation's columns in
+    order: (name, type as ``format_type`` gives it, lineage sources, plain). Not set inside view
+    definitions (the view itself is wrapped) nor for DML targets (which cannot be wrapped).
+    """
+
+    location: int
+    schema: str
+    name: str
+    kind: str
+    inherit: bool  # False for ONLY
+    aliased: bool
+    columns: tuple[tuple[str, str, frozenset[ColumnId], bool], ...]
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -160,6 +184,7 @@ class StatementAnalysis:
     # exact text, never for the same statement with other literals.
     literal_dependent: bool = True
     extras: dict[str, object] = field(default_factory=dict, compare=False)
+    relation_refs: tuple[RelationRef, ...] = ()  # read references to catalog relations, for the mask rewrite
 
     @property
     def width(self) -> int | None:

@@ -26,6 +26,7 @@ address is reversible by enumeration). Measured per value with ``timeit``
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Callable
 
@@ -146,6 +147,25 @@ def _hasher(key: bytes) -> Callable[[object], str | None]:
     return mask
 
 
+def hmac_pads(key: bytes) -> tuple[str, str]:
+    """HMAC-SHA256's inner and outer padded keys, in hex: what SQL needs to compute the same HMAC."""
+    block = hashlib.sha256().block_size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    return bytes(b ^ 0x36 for b in key).hex(), bytes(b ^ 0x5C for b in key).hex()
+
+
+def derive_mask_key(master: bytes, mask_column: str) -> bytes:
+    """The key one mask rule hashes with: HMAC-SHA256(master, label + the rule's column pattern).
+
+    Only derived keys ever travel upstream (inside the rewritten statement): one leaked derived key
+    opens the columns of that one rule to guessing, never the master key or another rule's. Columns
+    covered by the same rule share its key, so a join of two of them on hashed values still matches.
+    """
+    return hmac.new(master, b"pgwarden/mask-key/v1\0" + mask_column.encode(), hashlib.sha256).digest()
+
+
 def make_masker(strategy: str | MaskStrategy, *, keep: int = 4, key: bytes | None = None) -> Masker:
     """Build the masking function for one column.
 
@@ -185,6 +205,6 @@ def make_masker(strategy: str | MaskStrategy, *, keep: int = 4, key: bytes | Non
 
 
 __all__ = [
-    "HASH_HEX_CHARS", "HASH_PREFIX", "MASKED", "Masker", "MaskingError", "email_domain", "keep_last",
-    "make_masker", "mask_whole", "redact", "to_null", "to_text",
+    "HASH_HEX_CHARS", "HASH_PREFIX", "MASKED", "Masker", "MaskingError", "derive_mask_key", "email_domain",
+    "hmac_pads", "keep_last", "make_masker", "mask_whole", "redact", "to_null", "to_text",
 ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .analysis import ColumnId
+from .effects import StatementEffects
 
 # Reason, MaskAction, StatementPlan and Verdict are built for every verdict decided.
 # They are read-only by convention rather than ``frozen``: a frozen dataclass sets
@@ -74,10 +75,23 @@ class StatementPlan:
     # Columns the result must have; a result of another width is withheld, since
     # mask positions would no longer line up. None: not known (no masks then).
     width: int | None = None
+    # True when the masks were applied inside the statement sent upstream (the mask rewrite): the
+    # values arrive masked, ``masks`` then only says which outputs derive from masked columns
+    # (``whole``: computed from a masked value), and no door may mask them again.
+    masked_upstream: bool = False
+    # The second net: (table oid, attnum) of every raw masked column the statement reads. A result
+    # column whose RowDescription origin is one of them carries raw values (the rewrite did not
+    # take): the result is withheld. The wire proxy checks RowDescription only; DataRows pass as is.
+    raw_origins: frozenset[tuple[int, int]] = frozenset()
 
     def as_dict(self) -> dict[str, object]:
         return {"index": self.index, "command_tag": self.command_tag, "width": self.width,
-                "masks": [m.as_dict() for m in self.masks], "scrub_errors": self.scrub_errors}
+                "masks": [m.as_dict() for m in self.masks], "scrub_errors": self.scrub_errors,
+                **({"masked_upstream": True} if self.masked_upstream else {})}
+
+    def origin_allowed(self, table_oid: int, attnum: int) -> bool:
+        """False when a RowDescription field comes straight from a raw masked column."""
+        return (table_oid, attnum) not in self.raw_origins
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +138,27 @@ class Verdict:
     approval: ApprovalRequirement | None = None
     policy_version: str = ""
     cached: bool = field(default=False, compare=False)
+    # What the text leaves in the session (prepared statements, cursors, schema changes, COPY's
+    # direction), so a door never analyses it again; see policy/effects.py.
+    effects: tuple[StatementEffects, ...] = field(default=(), compare=False)
+
+    # The text to send upstream instead of the client's, when masks were substituted inside it (see
+    # policy/_rewrite.py); None: send the client's text as it is. It holds derived hash keys: never
+    # show it to the client, log it, or put it in an audit record.
+    upstream_text: str | None = field(default=None, compare=False, repr=False)
+    # The splices that made ``upstream_text`` (client character ranges and their replacements), for
+    # mapping an ErrorResponse position back with ``client_position``.
+    splices: tuple = field(default=(), compare=False, repr=False)
+
+    def text_for_upstream(self, client_text: str) -> str:
+        return client_text if self.upstream_text is None else self.upstream_text
+
+    def client_position(self, position: int | None) -> int | None:
+        """An error's 1-based position in the upstream text, in the client's text (None: inside a splice)."""
+        if position is None or not self.splices:
+            return position
+        from ._rewrite import client_position
+        return client_position(self.splices, position)
 
     @property
     def allowed(self) -> bool:

@@ -1,0 +1,336 @@
+"""The mask rewrite: masked values substituted inside the statement, before any expression sees them.
+
+Every read reference to a relation that carries a masked column for the principal (``FROM t``,
+``JOIN t``, ``TABLE t``, ``COPY t TO STDOUT``, at any depth) is replaced in the text sent upstream
+by a derived table of the same name and column order, in which each masked column is already
+masked by its strategy::
+
+    SELECT c.email FROM customers c WHERE …
+    SELECT c.email FROM (SELECT "id", "full_name", <hash of "email"> AS "email", … FROM ONLY?
+                         "public"."customers") c WHERE …
+
+Conditions, aggregates, joins, set operations, functions, ordering, JSON and whole-row values
+then all work on masked values: there is no oracle left to close, by construction. The
+replacement is spliced at the byte offsets libpg_query reports for the RangeVar (so literals and
+everything else stay as the client wrote them); the lexer (``pglast.parser.scan``) finds where the
+qualified name ends and whether ``ONLY``/``TABLE`` precede it.
+
+Everything spliced in is schema-qualified (``pg_catalog.sha256``, ``"public"."customers"``) and
+avoids operators (resolved through the search_path) and backslashes (whose meaning depends on
+``standard_conforming_strings``). Mask expressions per strategy and type are documented in
+docs/policy.md, "Masking inside the query"; their semantics follow :mod:`pgwarden.policy.masking`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+from pglast import parser
+
+from .analysis import ColumnId, RelationRef
+from .language import ColumnMask, MaskStrategy
+from .masking import HASH_HEX_CHARS, HASH_PREFIX, MASKED, hmac_pads
+
+# format_type() names of the text-like types whose masked value keeps the column's (base) type.
+_TEXT_LIKE = {"text": "pg_catalog.text", "character varying": "pg_catalog.varchar",
+              "character": "pg_catalog.bpchar", "name": "pg_catalog.name", "bpchar": "pg_catalog.bpchar",
+              "varchar": "pg_catalog.varchar"}
+_TYPMOD = re.compile(r"\(.*\)")
+_LABEL = "[[:alnum:]](?:[[:alnum:]_-]{0,61}[[:alnum:]])?"
+_EMAIL = f"^.+@((?:{_LABEL}[.])+{_LABEL})$"
+# Python's str.strip() whitespace, the ASCII part: built with chr() so no escape is needed.
+_BLANKS = "pg_catalog.concat(' ', pg_catalog.chr(9), pg_catalog.chr(10), pg_catalog.chr(11), " \
+          "pg_catalog.chr(12), pg_catalog.chr(13))"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def text_type(type_name: str) -> str | None:
+    """The SQL type a text-like column's masked value keeps (typmod dropped), or None for other types."""
+    if not type_name or type_name.endswith("]"):
+        return None if type_name else "pg_catalog.text"
+    base = _TYPMOD.sub("", type_name).strip()
+    found = _TEXT_LIKE.get(base)
+    if found is not None:
+        return found
+    if base == "citext" or base.endswith(".citext"):
+        return type_name
+    return None
+
+
+def _null_of(type_name: str) -> str:
+    return f"NULL::{type_name or 'pg_catalog.text'}"
+
+
+def _not_null(col: str) -> str:
+    # num_nulls sees SQL NULL only (a composite of NULL fields is not NULL to it, unlike IS NULL)
+    return f"pg_catalog.int4eq(pg_catalog.num_nulls({col}), 0)"
+
+
+def _text_of(col: str, type_name: str) -> str:
+    # The value's text form, as the wire carries it and the Python maskers see it: the type's output
+    # function (concat() calls it; bpchar keeps its padding, boolean gives t/f).
+    base = _TYPMOD.sub("", type_name).strip()
+    if base in ("text", "character varying", "varchar"):
+        return f"{col}::pg_catalog.text"
+    return f"pg_catalog.concat({col})"
+
+
+def mask_expression(col: str, type_name: str, strategy: MaskStrategy, *, keep: int = 4,
+                    key: bytes | None = None) -> str:
+    """The SQL expression masking column ``col`` (already quoted) of type ``type_name``."""
+    keeps = text_type(type_name)
+    if strategy is MaskStrategy.NULL:
+        return _null_of(type_name)
+    if strategy is MaskStrategy.REDACT:
+        if keeps is None:
+            return _null_of(type_name)
+        return f"(CASE WHEN {_not_null(col)} THEN {_literal(MASKED)} END)::{keeps}"
+    t = _text_of(col, type_name)
+    if strategy is MaskStrategy.HASH:
+        if not key:
+            raise ValueError("the hash strategy needs a key")
+        inner, outer = hmac_pads(key)
+        body = (f"pg_catalog.textcat({_literal(HASH_PREFIX)}, pg_catalog.substr(pg_catalog.encode("
+                f"pg_catalog.sha256(pg_catalog.byteacat(pg_catalog.decode('{outer}', 'hex'), "
+                f"pg_catalog.sha256(pg_catalog.byteacat(pg_catalog.decode('{inner}', 'hex'), "
+                f"pg_catalog.convert_to({t}, 'UTF8'))))), 'hex'), 1, {HASH_HEX_CHARS}))")
+    elif strategy is MaskStrategy.KEEP_LAST:
+        stars = f"pg_catalog.repeat('*', pg_catalog.length({t}))"
+        if keep <= 0:
+            body = stars
+        else:
+            pattern = "[^- ]" + (f"(?:[- ]*[^- ]){{{keep - 1}}}" if keep > 1 else "") + "[- ]*$"
+            tail = f"pg_catalog.substring({t}, '{pattern}')"
+            body = (f"CASE WHEN pg_catalog.int4gt(pg_catalog.length(pg_catalog.translate({t}, '- ', '')), "
+                    f"{keep}) THEN pg_catalog.textcat(pg_catalog.repeat('*', pg_catalog.int4mi("
+                    f"pg_catalog.length({t}), pg_catalog.length({tail}))), {tail}) ELSE {stars} END")
+    else:  # EMAIL_DOMAIN
+        domain = f"pg_catalog.substring(pg_catalog.btrim({t}, {_BLANKS}), '{_EMAIL}')"
+        body = (f"CASE WHEN pg_catalog.int4le(pg_catalog.length({domain}), 253) "
+                f"THEN pg_catalog.textcat('***@', {domain}) ELSE {_literal(MASKED)} END")
+    expr = f"CASE WHEN {_not_null(col)} THEN {body} END"
+    return f"({expr})::{keeps}" if keeps is not None else f"({expr})::pg_catalog.text"
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnPlan:
+    """How one column of a wrapped relation is selected: raw (None) or masked by ``mask``."""
+
+    mask: ColumnMask | None
+    whole: bool = False  # a view output computed from a masked column: NULL of its type
+
+
+def derived_table(ref: RelationRef, plans: list[ColumnPlan], keys: dict[int, bytes]) -> str:
+    """``(SELECT … FROM [ONLY] "schema"."name")`` with the masked columns masked."""
+    items = []
+    for (name, type_name, _, _), plan in zip(ref.columns, plans, strict=True):
+        col = quote_ident(name)
+        if plan.mask is None:
+            items.append(col)
+            continue
+        if plan.whole:
+            expr = _null_of(type_name)
+        else:
+            expr = mask_expression(col, type_name, plan.mask.strategy, keep=plan.mask.keep,
+                                   key=keys.get(id(plan.mask)))
+        items.append(f"{expr} AS {col}")
+        # (a derived table must have at least one column; relations always do)
+    only = "" if ref.inherit else "ONLY "
+    return f"(SELECT {', '.join(items) or 'NULL'} FROM {only}{quote_ident(ref.schema)}.{quote_ident(ref.name)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Splice:
+    """One replacement in the client's text: characters [start, end) become ``text``."""
+
+    start: int
+    end: int
+    text: str
+
+
+class RewriteError(ValueError):
+    """The text around a relation reference is not what the rewrite expects: refuse, never guess."""
+
+
+def _tokens(sql: str):
+    return parser.scan(sql)
+
+
+def splices_for(sql: str, items: list[tuple[RelationRef, str, list[str] | None]]) -> list[Splice]:
+    """Where each derived table goes in ``sql`` (character offsets), and what replaces what.
+
+    ``items`` pairs each reference with its derived table, and for the relation of a
+    ``COPY t [(cols)] TO STDOUT`` the columns copied: that becomes ``COPY (SELECT cols FROM (…) AS t)``.
+    """
+    tokens = _tokens(sql)
+    starts = {tok.start: i for i, tok in enumerate(tokens)}
+    ascii_only = sql.isascii()
+    encoded = None if ascii_only else sql.encode()
+    out: list[Splice] = []
+    seen: set[int] = set()
+    for ref, body, copy_columns in items:
+        if ref.location in seen:
+            continue  # a recursive CTE walked twice: one reference
+        seen.add(ref.location)
+        loc = ref.location if ascii_only else len(encoded[:ref.location].decode(errors="replace"))
+        i = starts.get(loc)
+        if i is None:
+            raise RewriteError(f"no token at the reference to {ref.schema}.{ref.name}")
+        last = i
+        while last + 2 < len(tokens) and tokens[last + 1].name == "ASCII_46":
+            last += 2  # schema . name (. more)
+        start, end = tokens[i].start, tokens[last].end + 1
+        if ref.inherit and last + 1 < len(tokens) and tokens[last + 1].name == "ASCII_42":
+            end = tokens[last + 1].end + 1  # legacy "t *": with descendants, as the default
+            last += 1
+        before = i - 1
+        if before >= 0 and tokens[before].name == "ONLY":
+            start = tokens[before].start
+            before -= 1
+        elif (before >= 1 and tokens[before].name == "ASCII_40" and tokens[before - 1].name == "ONLY"
+              and last + 1 < len(tokens) and tokens[last + 1].name == "ASCII_41"):
+            start, end = tokens[before - 1].start, tokens[last + 1].end + 1  # ONLY (t)
+            before -= 2
+        alias = quote_ident(ref.name)
+        if copy_columns is not None:  # COPY t [(cols)] TO STDOUT
+            if last + 1 < len(tokens) and tokens[last + 1].name == "ASCII_40":
+                j = last + 1
+                while j < len(tokens) and tokens[j].name != "ASCII_41":
+                    j += 1
+                if j >= len(tokens):
+                    raise RewriteError("COPY column list is not closed")
+                end = tokens[j].end + 1
+            cols = ", ".join(quote_ident(c) for c in copy_columns) if copy_columns else "*"
+            out.append(Splice(start, end, f"(SELECT {cols} FROM {body} AS {alias})"))
+            continue
+        if before >= 0 and tokens[before].name == "TABLE":
+            out.append(Splice(tokens[before].start, end, f"SELECT * FROM {body} AS {alias}"))
+        elif ref.aliased:
+            out.append(Splice(start, end, body))
+        else:
+            out.append(Splice(start, end, f"{body} AS {alias}"))
+    out.sort(key=lambda s: s.start)
+    for a, b in itertools.pairwise(out):
+        if b.start < a.end:
+            raise RewriteError("overlapping relation references")
+    return out
+
+
+def apply(sql: str, splices: list[Splice]) -> str:
+    parts = []
+    pos = 0
+    for s in splices:
+        parts.append(sql[pos:s.start])
+        parts.append(s.text)
+        pos = s.end
+    parts.append(sql[pos:])
+    return "".join(parts)
+
+
+def client_position(splices: tuple[Splice, ...], position: int) -> int | None:
+    """Map a 1-based character position in the upstream text back to the client's text.
+
+    None when it points inside spliced text, which the client never wrote (and must never see).
+    """
+    shift = 0
+    for s in splices:
+        up_start = s.start + shift
+        up_end = up_start + len(s.text)
+        if position - 1 < up_start:
+            break
+        if position - 1 < up_end:
+            return None
+        shift += len(s.text) - (s.end - s.start)
+    return position - shift
+
+
+__all__ = ["ColumnPlan", "RewriteError", "Splice", "apply", "client_position", "derived_table",
+           "mask_expression", "quote_ident", "splices_for", "text_type"]
+
+
+class RewritePlanner:
+    """Per principal's masks and catalog version: which relations are wrapped, and their derived tables.
+
+    Memoised: the same relations recur in statement after statement. ``mask_key`` gives the derived
+    key of a hash mask (see masking.derive_mask_key); without it hash masks cannot be placed.
+    """
+
+    def __init__(self, mask_key=None) -> None:
+        self.mask_key = mask_key
+        self._keys: dict[int, bytes | None] = {}
+        self._bodies: dict[tuple, tuple[str | None, frozenset[tuple[int, int]], str | None]] = {}
+        self._descendants: dict[str, dict[tuple[str, str], tuple[tuple[str, str], ...]]] = {}
+
+    def key(self, mask: ColumnMask) -> bytes | None:
+        k = id(mask)
+        if k not in self._keys:
+            try:
+                self._keys[k] = self.mask_key(mask) if self.mask_key is not None else None
+            except Exception:  # a missing secret: the statement is refused, with a reason
+                self._keys[k] = None
+        return self._keys[k]
+
+    def descendants(self, catalog) -> dict[tuple[str, str], tuple[tuple[str, str], ...]]:
+        found = self._descendants.get(catalog.version)
+        if found is None:
+            below: dict[tuple[str, str], list[tuple[str, str]]] = {}
+            for rel in catalog.relations.values():
+                for ancestor in rel.ancestors:
+                    schema, name = ancestor.split(".", 1)
+                    below.setdefault((schema, name), []).append((rel.schema, rel.name))
+            found = {k: tuple(v) for k, v in below.items()}
+            if len(self._descendants) > 16:
+                self._descendants.clear()
+            self._descendants[catalog.version] = found
+        return found
+
+    def wrap(self, ref: RelationRef, mask_set, catalog) -> tuple[str | None, frozenset[tuple[int, int]], str | None]:
+        """(derived table or None when nothing is masked, raw masked origins, refusal or None)."""
+        key = (mask_set, catalog.version, ref.schema, ref.name, ref.inherit)
+        hit = self._bodies.get(key)
+        if hit is not None:
+            return hit
+        below = self.descendants(catalog).get((ref.schema, ref.name), ()) if ref.kind in ("r", "p") else ()
+        rel = catalog.resolve_relation(ref.schema, ref.name)
+        plans: list[ColumnPlan] = []
+        origins: set[tuple[int, int]] = set()
+        refusal = None
+        any_masked = False
+        for name, _type, sources, plain in ref.columns:
+            found = [(src, m) for src in sources for m in [mask_set.find(src)] if m is not None]
+            if ref.inherit:
+                found += [(c, m) for s, t in below for c in [ColumnId(s, t, name)] for m in [mask_set.find(c)]
+                          if m is not None]
+            if not found:
+                plans.append(ColumnPlan(None))
+                continue
+            any_masked = True
+            _, mask = min(found, key=lambda f: f[0])
+            same = all(m is mask for _, m in found)
+            whole = not (plain and same)
+            plans.append(ColumnPlan(mask, whole))
+            if mask.strategy is MaskStrategy.HASH and not whole and self.key(mask) is None:
+                refusal = f"no hash key is available for mask {mask.column!r}"
+            if rel is not None and rel.oid:
+                column = rel.column(name)
+                if column is not None:
+                    origins.add((rel.oid, column.attnum))
+        body = None
+        if any_masked and refusal is None:
+            keys = {id(p.mask): self.key(p.mask) for p in plans
+                    if p.mask is not None and p.mask.strategy is MaskStrategy.HASH and not p.whole}
+            body = derived_table(ref, plans, keys)  # type: ignore[arg-type]
+        result = (body, frozenset(origins), refusal)
+        if len(self._bodies) > 50_000:
+            self._bodies.clear()
+        self._bodies[key] = result
+        return result
