@@ -508,6 +508,49 @@ def profile_section(policy: PolicyDocument, catalog: Catalog) -> None:
         print()
 
 
+MASKED_TEXTS = [
+    "SELECT id, email, card_number FROM customers WHERE id = {i}",
+    "SELECT c.id, lower(c.email) FROM customers c JOIN orders o ON o.customer_id = c.id WHERE o.amount > {i}",
+    "SELECT count(*) FROM customers WHERE card_number LIKE '4{i}%'",
+    "SELECT row_to_json(c) FROM customers c WHERE c.id IN (SELECT customer_id FROM orders WHERE id = {i})",
+]
+
+
+def masked_section(policy: PolicyDocument, catalog: Catalog) -> None:
+    """The mask rewrite's cost: verdicts that splice masking derived tables into the text."""
+    os.environ.setdefault("PGWARDEN_MASK_KEY", "bench-mask-key")
+    key = b"bench-derived-key-0123456789abcdef"
+    texts = [t.format(i=i) for i in range(1, 401) for t in MASKED_TEXTS]
+    same = [MASKED_TEXTS[0].format(i=i) for i in range(1, 2001)]  # one shape, other literals
+    js = min(per_call_batch(parser.parse_sql_json, texts) for _ in range(5))
+    decider = Decider(policy, version="bench-mask", cache_size=len(texts) + 16, shape_cache=False,
+                      mask_key=lambda m: key)
+    run = make_decide(decider, catalog, AGENT)
+    assert run(texts[0]).upstream_text
+    unc = per_call_batch(run, texts)
+    shaped = Decider(policy, version="bench-mask-shape", cache_size=len(same) + 16, mask_key=lambda m: key)
+    run_shaped = make_decide(shaped, catalog, AGENT)
+    shp = per_call_batch(run_shaped, same)
+    repeat = make_decide(shaped, catalog, AGENT)
+    rep = per_call_batch(repeat, same)
+    plain = Decider(policy, version="bench-plain", cache_size=len(texts) + 16, shape_cache=False)
+    unmasked = make_decide(plain, catalog, APP)
+    plain_texts = [t.replace("customers", "orders").replace("email, card_number", "note, amount")
+                   .replace("lower(c.email)", "c.note").replace("card_number LIKE", "note LIKE")
+                   .replace("row_to_json(c) FROM orders c WHERE c.id IN (SELECT customer_id FROM orders",
+                            "row_to_json(c) FROM orders c WHERE c.id IN (SELECT customer_id FROM orders")
+                   for t in texts]
+    base = per_call_batch(unmasked, plain_texts)
+    print("masked verdicts (the mask rewrite; agent principal, three masks on public.customers):")
+    print(f"  parse_sql_json {js:8.2f} us")
+    print(f"  uncached masked verdict {unc:8.2f} us = {unc / js:4.1f}x parse_sql_json "
+          f"(unmasked verdicts of similar texts {base:.2f} us = {base / js:.1f}x)")
+    print(f"  same shape, new literals {shp:8.2f} us = {shp / js:4.1f}x parse_sql_json "
+          "(masked verdicts stay out of the shape cache: each new text is decided)")
+    print(f"  exact text repeated      {rep:8.2f} us = {rep / js:4.2f}x parse_sql_json")
+    print()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", action="store_true", help="also cProfile the uncached OLTP path")
@@ -518,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     header()
     oltp_section(policy, catalog)
     corpus_section(policy, catalog)
+    masked_section(policy, catalog)
     if args.profile:
         profile_section(policy, catalog)
     print(f"total {time.perf_counter() - started:.1f} s")
