@@ -124,7 +124,8 @@ def test_with_target_dsn_returns_a_validated_copy() -> None:
     assert moved.targets["main"].password is None
     assert config.targets["main"].dsn.startswith("postgresql://")  # original untouched
     assert moved.rules == config.rules and moved.base_dir == config.base_dir
-    assert moved.policy_version != config.policy_version
+    # policy_version hashes the policy (rules, masking) only: moving a target voids no approval or cache
+    assert moved.policy_version == config.policy_version
     with_password = config.with_target_dsn("main", "postgresql://x@h/db", SecretRef(env="SOME_VAR"))
     assert with_password.targets["main"].password == SecretRef(env="SOME_VAR")
     with pytest.raises(ConfigError) as info:
@@ -410,7 +411,7 @@ def test_secret_file_problems(tmp_path: Path) -> None:
 
 
 def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pgwarden.engine.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pgwarden.cli", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=60)
 
 
@@ -456,16 +457,16 @@ def test_cli_version_and_usage() -> None:
     assert _cli("frobnicate").returncode == 2
 
 
-def test_cli_check_is_wired_or_explains_why_not() -> None:
+def test_cli_check_is_wired_and_every_command_shares_one_exit_table() -> None:
     result = _cli("check", "--help")
-    if result.returncode == 3:  # check_command not installed yet
-        assert "'check' command is not available" in result.stderr
-    else:
-        assert result.returncode == 0 and "usage: pgwarden check" in result.stdout
+    assert result.returncode == 0 and "usage: pgwarden check" in result.stdout
+    top = _cli("--help").stdout
+    for line in ("2  bad usage", "4  held: needs a human's approval"):
+        assert line in top and line in result.stdout
 
 
 def test_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:
-    from pgwarden.engine.cli import main
+    from pgwarden.cli import main
 
     assert main(["config", "check", str(EXAMPLES / "public_cases.yaml")]) == 0
     assert ": ok (2 rules, 1 target, policy version " in capsys.readouterr().out

@@ -81,13 +81,13 @@ def received_text(result) -> str:
 def test_check_command(case, public_cases_db: str, tmp_path: Path) -> None:
     """``pgwarden check`` with the catalog read from the seeded database."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pgwarden.engine.cli", "check", "--config", str(config_file(tmp_path, public_cases_db)),
+        [sys.executable, "-m", "pgwarden.cli", "check", "--config", str(config_file(tmp_path, public_cases_db)),
          "--as", "agent", "--groups", "ai-agents", "--json", case.sql],
         capture_output=True, text=True, timeout=60)
-    assert proc.returncode in (0, 1, 2), proc.stderr
+    assert proc.returncode in (0, 1, 4), proc.stderr
     verdict = yaml.safe_load(proc.stdout)
     assert verdict["catalog"].startswith("live"), proc.stderr
-    assert {0: "allow", 1: "deny", 2: "needs_approval"}[proc.returncode] == verdict["decision"]
+    assert {0: "allow", 1: "deny", 4: "needs_approval"}[proc.returncode] == verdict["decision"]
     if case.expect == "deny":
         assert verdict["decision"] == "deny", verdict["reasons"]
         assert verdict["reasons"] and all(r["code"] and r["message"] for r in verdict["reasons"])

@@ -287,7 +287,7 @@ def test_missing_secrets_are_clear_errors_not_crashes(cases_db: str, monkeypatch
     assert err.value.code == "secret_env_unset" and "PGWARDEN_MASK_KEY" in err.value.message
     # pgwarden check with an unset password variable: a warning, then a verdict from the builtin catalog
     proc = subprocess.run(
-        [sys.executable, "-m", "pgwarden.engine.cli", "check", "--config", str(REPO / "examples" / "pgwarden.yaml"),
+        [sys.executable, "-m", "pgwarden.cli", "check", "--config", str(REPO / "examples" / "pgwarden.yaml"),
          "--as", "agent", "--groups", "ai-agents", "SELECT id FROM orders"],
         capture_output=True, text=True, timeout=60,
         env={k: v for k, v in os.environ.items() if k != "PGWARDEN_MAIN_PASSWORD"})

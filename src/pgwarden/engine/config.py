@@ -39,9 +39,11 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
+from pgwarden.audit.config import AuditSettings
 from pgwarden.policy.language import Duration, MaskingPolicy, PolicyDocument, Rule, SecretRef
 
 from ._config_errors import ConfigError, ConfigProblem, as_details, fail, problem_from_error, redact_dsn, show
+from .approvals.config import ApprovalsConfig
 
 # A problem found on raw input by a model's own check: where (relative to the model) and what.
 _Issue = tuple[tuple[int | str, ...], str]
@@ -250,6 +252,55 @@ def _jwks_url_problem(url: str) -> str | None:
     return f"expected an https:// URL (got {show(url)})"
 
 
+def _listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not (0 <= int(port) <= 65535) or not host:
+        raise fail("expected HOST:PORT, e.g. '127.0.0.1:6432' (port 0 picks a free one)", show(value))
+    return value
+
+
+Listen = Annotated[str, AfterValidator(_listen)]
+
+
+class ServiceUser(_Strict):
+    """A wire-proxy login for tools that cannot carry a token: SCRAM-SHA-256 against a stored verifier."""
+
+    name: str = Field(min_length=1, description="the user name the tool connects with")
+    verifier: SecretRef = Field(
+        description="where its SCRAM-SHA-256 verifier ('SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>', as "
+        "pg_authid stores it; 'pgwarden scram-verifier' makes one) is read from")
+    subject: str = Field(min_length=1, description="the principal this user acts as (rules match on it)")
+    groups: list[str] = Field(default_factory=list, description="the principal's groups")
+
+
+class ProxySettings(_Strict):
+    """The PostgreSQL wire-protocol door (``pgwarden proxy``)."""
+
+    listen: Listen = Field(default="127.0.0.1:6432", description="address the proxy listens on")
+    tls_cert: str | None = Field(default=None, description="PEM certificate for TLS (SSLRequest and direct TLS)")
+    tls_key: str | None = Field(default=None, description="PEM private key of tls_cert")
+    max_message_size: int = Field(default=64 * 1024 * 1024, ge=1024,
+                                  description="largest protocol message accepted; larger closes the connection")
+    startup_timeout: DurationMs = Field(default=10_000, description="time allowed from connect to authenticated")
+    idle_timeout: DurationMs = Field(default=0, description="close a client idle this long (0: never)")
+    max_connections: int = Field(default=500, ge=1, description="client connections at once, overall")
+    max_connections_per_principal: int = Field(default=50, ge=1, description="client connections per principal")
+    approval_notice_interval: DurationMs = Field(
+        default=10_000, description="how often a client waiting for an approval is reminded by a NOTICE")
+    service_users: list[ServiceUser] = Field(default_factory=list, description="SCRAM logins without a token")
+
+
+class ServeSettings(_Strict):
+    """The HTTP door (``pgwarden serve``): MCP over streamable HTTP, the approvals API, the console."""
+
+    listen: Listen = Field(default="127.0.0.1:8080", description="address the HTTP server listens on")
+    public_url: str | None = Field(
+        default=None, description="the URL clients reach this server at (RFC 9728 resource metadata); "
+        "defaults to http://<listen>")
+    request_state_key: SecretRef | None = Field(
+        default=None, description="key sealing MCP elicitation request state, shared by every gateway process")
+
+
 class GatewayConfig(_Strict):
     """The whole ``pgwarden.yaml``."""
 
@@ -262,6 +313,11 @@ class GatewayConfig(_Strict):
     )
     rules: list[Rule] = Field(default_factory=list, description="access rules; the first match decides")
     masking: MaskingPolicy = Field(default_factory=MaskingPolicy)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig,
+                                       description="where held statements wait, and who is told")
+    audit: AuditSettings = Field(default_factory=AuditSettings, description="the audit journal and OTLP export")
+    proxy: ProxySettings = Field(default_factory=ProxySettings, description="the wire-protocol door")
+    serve: ServeSettings = Field(default_factory=ServeSettings, description="the HTTP door")
 
     # Where relative paths (key files, secret files) are read from; not part of the policy hash.
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -282,13 +338,14 @@ class GatewayConfig(_Strict):
 
     @property
     def policy_version(self) -> str:
-        """sha256 (hex) of the canonical JSON of the validated configuration.
+        """sha256 (hex) of the canonical JSON of the policy part (rules and masking) of the configuration.
 
         Verdict caches key on it. It hashes the whole model on every call: read it once per
         configuration and keep it.
         """
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
-                               ensure_ascii=False)
+        # Only what decides: the rules and masking (a moved DSN or journal must not void approvals).
+        canonical = json.dumps(self.model_dump(mode="json", include={"rules", "masking"}), sort_keys=True,
+                               separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property

@@ -108,7 +108,22 @@ class Session:
             raise StatementRefused(verdict)
         return await self._execute(sql, verdict)
 
-    async def _execute(self, sql: str, verdict: Verdict) -> RunResult:
+    async def run_released(self, sql: str, verdict: Verdict) -> RunResult:
+        """Execute ``sql`` that an approver released (only :class:`~pgwarden.engine.runtime.HeldStatements`
+        calls this, after binding and consuming the approval): on a connection of its own, pinned
+        like the session's but read-write, opened for this statement and closed after it."""
+        if verdict.decision is not Decision.NEEDS_APPROVAL or verdict.settings is None or self.rule is None:
+            raise StatementRefused(verdict)
+        settings = dataclasses.replace(verdict.settings, read_only=False)
+        conn = await upstream.connect(self._target, settings, self.gateway.login(self.rule),
+                                      target_name=self.target, application_name=settings.application_name)
+        try:
+            return await self._execute(sql, verdict, conn=conn)
+        finally:
+            await conn.close()
+
+    async def _execute(self, sql: str, verdict: Verdict, *,
+                       conn: psycopg.AsyncConnection | None = None) -> RunResult:
         started = time.perf_counter()
         if any(e.copy for e in verdict.effects):
             if len(verdict.plans) != 1:
@@ -117,7 +132,10 @@ class Session:
                 raise GatewayError("copy_from_stdin", "COPY FROM STDIN needs the client's data stream; use "
                                    "INSERT, or COPY through the PostgreSQL wire proxy", sqlstate="0A000")
         text = sql
-        conn = await self._connection(verdict.settings)
+        if conn is None:
+            conn = await self._connection(verdict.settings)
+        else:
+            conn.add_notice_handler(self._on_notice)
         self._notices = []
         self._scrub = any(p.scrub_errors for p in verdict.plans)
         wrap = self._wrap_read_only(verdict, conn)

@@ -195,18 +195,18 @@ class Upstream:
     async def pool(self, target_name: str, target: Target, settings: PinnedSettings,
                    login: Login | None = None) -> AsyncConnectionPool:
         # application_name names the principal; it is set per borrow (see `connection`), not per pool.
-        # Pools belong to the event loop that opened them (a CLI or test may run several loops in turn).
+        # Pools belong to the event loop that opened them (a CLI or a test may run several loops in
+        # turn); the loop itself is kept, not its id, which a later loop may reuse.
         loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._pools = {}  # a finished loop's pools cannot be used (or closed) from this one
+            self._lock = asyncio.Lock()
+            self._loop = loop
         key = (target_name, target.dsn, login, settings.role, settings.read_only, settings.statement_timeout_ms,
-               settings.lock_timeout_ms, settings.search_path, id(loop))
+               settings.lock_timeout_ms, settings.search_path)
         pool = self._pools.get(key)
         if pool is not None:
             return pool
-        if self._loop is not loop:
-            # Pools and the lock of a finished loop cannot be used from this one: forget them.
-            self._pools = {k: p for k, p in self._pools.items() if k[-1] == id(loop)}
-            self._lock = asyncio.Lock()
-            self._loop = loop
         async with self._lock:
             pool = self._pools.get(key)
             if pool is None:
@@ -242,10 +242,12 @@ class Upstream:
                 f"the connection to target {target_name!r} failed: {first_line(exc)}; try again") from None
 
     async def close(self) -> None:
-        loop = id(asyncio.get_running_loop())
-        pools, self._pools = [p for k, p in self._pools.items() if k[-1] == loop], {}
+        if self._loop is not asyncio.get_running_loop():
+            self._pools = {}
+            return
+        pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
-            await pool.close()
+            await pool.close(timeout=5.0)
 
 
 def _is_connection_error(exc: psycopg.Error) -> bool:

@@ -1,7 +1,7 @@
 """``pgwarden check``: the verdict for one text, as a principal, without running it.
 
-Exit status: 0 allow, 1 deny, 2 needs approval, 3 the check itself could not
-be made (bad configuration, unknown target). The catalog is read from the
+Exit status (:mod:`pgwarden.cli.exits`): 0 allow, 1 deny, 4 needs approval, 2 the check
+itself could not be made (bad configuration, unknown target). The catalog is read from the
 target when it is reachable, so ``*`` and views resolve exactly; otherwise the
 builtin catalog is used and the output says so (``--offline`` forces that).
 """
@@ -14,13 +14,22 @@ import sys
 
 import anyio
 
+from pgwarden.engine.config import ConfigError, load_config
+from pgwarden.engine.gateway import Gateway, GatewayError
 from pgwarden.policy.verdict import Decision, Verdict
 
-from .config import ConfigError, load_config
-from .gateway import Gateway, GatewayError
+from . import exits
 
-EXIT = {Decision.ALLOW: 0, Decision.DENY: 1, Decision.NEEDS_APPROVAL: 2}
-EXIT_ERROR = 3
+EXIT = {Decision.ALLOW: exits.OK, Decision.DENY: exits.NO, Decision.NEEDS_APPROVAL: exits.HELD}
+EXIT_ERROR = exits.USAGE
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    help_text = "decide one SQL statement under a configuration, without running it"
+    parser = subparsers.add_parser("check", help=help_text, description=help_text, epilog=exits.EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
