@@ -267,6 +267,7 @@ class RewritePlanner:
     def __init__(self, mask_key=None) -> None:
         self.mask_key = mask_key
         self._keys: dict[int, bytes | None] = {}
+        self._key_errors: dict[int, str] = {}
         self._bodies: dict[tuple, tuple[str | None, frozenset[tuple[int, int]], str | None]] = {}
         self._descendants: dict[str, dict[tuple[str, str], tuple[tuple[str, str], ...]]] = {}
 
@@ -275,8 +276,9 @@ class RewritePlanner:
         if k not in self._keys:
             try:
                 self._keys[k] = self.mask_key(mask) if self.mask_key is not None else None
-            except Exception:  # a missing secret: the statement is refused, with a reason
+            except Exception as exc:  # a missing secret: the statement is refused, with the reason
                 self._keys[k] = None
+                self._key_errors[k] = str(exc)
         return self._keys[k]
 
     def descendants(self, catalog) -> dict[tuple[str, str], tuple[tuple[str, str], ...]]:
@@ -319,7 +321,8 @@ class RewritePlanner:
             whole = not (plain and same)
             plans.append(ColumnPlan(mask, whole))
             if mask.strategy is MaskStrategy.HASH and not whole and self.key(mask) is None:
-                refusal = f"no hash key is available for mask {mask.column!r}"
+                why = self._key_errors.get(id(mask))
+                refusal = f"no hash key is available for mask {mask.column!r}" + (f" ({why})" if why else "")
             if rel is not None and rel.oid:
                 column = rel.column(name)
                 if column is not None:
