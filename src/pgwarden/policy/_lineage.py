@@ -23,8 +23,12 @@ inside it. Only nodes that change scope or meaning are special-cased.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import orjson
+from pglast import parser
+
+from . import _views
 from ._scope import EMPTY, WILDCARD, Entry, Facts, Scope, Value, _as_hidden, _rename, union
 from ._tree import (
     Node,
@@ -40,9 +44,6 @@ from ._tree import (
 from .analysis import Access, ColumnId, FunctionCall, RelationAccess, RelationRef, StatementClass
 from .builtins import PINNED_CATALOGS
 from .catalog import Catalog, Relation
-
-if TYPE_CHECKING:
-    from ._views import ViewLineage
 
 # Functions whose arguments leave through a side channel rather than the result.
 _SIDE_CHANNELS = frozenset({"pg_notify", "set_config"})
@@ -137,12 +138,14 @@ def _literal_text(node: Node) -> str | None:
 class QueryWalker:
     """Walks queries of one top-level statement, accumulating :class:`Facts`."""
 
-    __slots__ = ("_next_pin", "catalog", "facts", "pins", "via_view", "views")
+    __slots__ = ("_next_pin", "active_views", "catalog", "facts", "pins", "via_view")
 
-    def __init__(self, catalog: Catalog, facts: Facts, view_lineage: ViewLineage) -> None:
+    def __init__(self, catalog: Catalog, facts: Facts, active_views: set[tuple[str, str]] | None = None) -> None:
         self.catalog = catalog
         self.facts = facts
-        self.views = view_lineage
+        # Views being expanded in this walk (and the walks nested in it): the recursion guard
+        # belongs to one walk, never to the process or another thread.
+        self.active_views = set() if active_views is None else active_views
         self.via_view: str | None = None
         # Per read of a catalog view in builtins.PINNED_CATALOGS: the objects its WHERE pins it to
         # ({column: values}) or None; the decision allows the read only for permitted objects.
@@ -192,22 +195,57 @@ class QueryWalker:
                 entry.open_table = None
             return entry
         if rel.view_sql is not None and rel.is_view and access in (Access.READ, Access.PLAN):
-            cols = self.views.columns(rel, self)
+            cols = self.view_columns(rel)
         else:
             for ancestor in rel.ancestors:
                 # A partition or child table holds its parent's rows: the parent's deny lists hold.
                 schema_, name_ = ancestor.split(".", 1)
                 self.facts.relations.append(RelationAccess(schema_, name_, access, True,
                                                            f"{rel.qualified} (inherits)", "r"))
-            cols = self.views.table_columns(rel, self.catalog.version)
+            cols = _views.table_columns(rel, self.catalog)
         if access is Access.READ and self.via_view is None and "location" in rv:
             # Where the mask rewrite may splice a masking derived table (see policy/_rewrite.py).
             self.facts.relation_refs.append(RelationRef(
                 rv["location"], rel.schema, rel.name, rel.kind, bool(rv.get("inh")), alias is not None,
-                tuple((c.name, c.type_name, v.sources, v.plain) for c, (_, v) in zip(rel.columns, cols))))
+                tuple((c.name, c.type_name, v.sources, v.plain) for c, (_, v) in zip(rel.columns, cols, strict=False))))  # shorter only when the view failed: unknown is set then
         return Entry(alias or rel.name, None if alias else rel.schema,
                      _rename(cols, colaliases) if colaliases else cols,
                      system_columns=rel.kind in ("r", "p", "m", "f"))
+
+    def view_columns(self, rel: Relation) -> list[tuple[str, Value]]:
+        """A view's output lineage, from analysing its definition with a walker of this walk."""
+        cached = _views.cached_view(rel, self.catalog)
+        if cached is None:
+            key = (rel.schema, rel.name)
+            if key in self.active_views:
+                self.facts.unknown.append(f"recursive view {rel.qualified}")
+                return []
+            self.active_views.add(key)
+            try:
+                facts = Facts()
+                inner = QueryWalker(self.catalog, facts, self.active_views)
+                inner.via_view = rel.qualified
+                tree = orjson.loads(parser.parse_sql_json(rel.view_sql or ""))
+                kind, node = _node(tree["stmts"][0]["stmt"])
+                cols = _rename(inner.query(kind, node, None, nested_label="view"), [c.name for c in rel.columns])
+                if facts.unknown:
+                    self.facts.unknown.extend(f"view {rel.qualified}: {u}" for u in facts.unknown)
+                cached = (cols, facts.relations, facts.functions)
+                if not facts.unknown:
+                    _views.store_view(rel, self.catalog, cached)
+            except Exception as exc:
+                self.facts.unknown.append(f"view {rel.qualified} could not be analysed: {exc}")
+                return []
+            finally:
+                self.active_views.discard(key)
+        cols, relations, functions = cached
+        # Reading a view reads its base relations: deny lists must hold through views.
+        self.facts.relations.extend(
+            RelationAccess(r.schema, r.name, r.access, r.resolved, r.via_view or rel.qualified, r.kind)
+            for r in relations)
+        self.facts.functions.extend(functions)
+        # A view's own output names must be the catalog's, but lineage is what matters.
+        return [(n, Value(v.sources, plain=v.plain, whole_row=v.whole_row, origin=None)) for n, v in cols]
 
     # -- queries ---------------------------------------------------------------------
 

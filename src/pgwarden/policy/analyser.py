@@ -29,11 +29,8 @@ from ._lineage import QueryWalker
 from ._scope import EMPTY, Facts, Scope, Value, to_outputs
 from ._statements import UTILITY, command_tag
 from ._tree import Node, _node, _strings
-from ._views import ViewLineage
 from .analysis import Access, Analysis, ColumnId, SettingChange, StatementAnalysis, StatementClass
 from .builtins import LITERAL_FUNCTIONS
-
-_VIEWS = ViewLineage()
 
 
 @dataclass(frozen=True)
@@ -157,7 +154,7 @@ def _analyse_tree(sql: str, tree: dict, catalog, session: SessionFacts) -> Analy
 def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> StatementAnalysis:
     kind, node = _node(wrapper)
     facts = Facts()
-    walker = QueryWalker(catalog, facts, _VIEWS)
+    walker = QueryWalker(catalog, facts)
     extra: dict[str, Any] = {}
     outputs: list = []
 
@@ -295,7 +292,7 @@ def _explain(node: Node, walker: QueryWalker, facts: Facts) -> dict[str, Any]:
     # Planned only: the inner statement's relations are named but nothing executes.
     facts.classes.add(StatementClass.READ)
     inner_facts = Facts()
-    inner_walker = QueryWalker(walker.catalog, inner_facts, walker.views)
+    inner_walker = QueryWalker(walker.catalog, inner_facts, walker.active_views)
     if ikind in _QUERIES:
         inner_walker.query(ikind, inner, None, nested_label="explain")
     else:

@@ -128,6 +128,12 @@ class Catalog:
     operators: Mapping[str, tuple[Operator, ...]] = field(default_factory=dict, repr=False, compare=False)
     user_cast_types: frozenset[str] = frozenset()
 
+    @functools.cached_property
+    def memo(self) -> dict:
+        """What the analysis derives from this snapshot (view and table lineage): it lives and dies with
+        the snapshot, so a reloaded catalog never sees lineage computed from an older one."""
+        return {}
+
     def with_search_path(self, search_path: Iterable[str]) -> Catalog:
         return Catalog(
             relations=self.relations,

@@ -14,13 +14,13 @@ The module is pure: no I/O, and the same inputs always give the same verdict.
 from __future__ import annotations
 
 import fnmatch
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from pglast import parser
 from pglast.parser import ParseError
 
 from . import builtins
+from ._lru import LRU
 from ._rewrite import RewriteError, RewritePlanner, apply, splices_for
 from .analyser import NO_SESSION, SessionFacts, analyse
 from .analysis import (
@@ -142,8 +142,7 @@ class Decider:
         self.rewriter = RewritePlanner(mask_key)
         self.shape_cache = shape_cache
         self.version = version
-        self._cache: OrderedDict[tuple, Verdict] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: LRU[tuple, Verdict] = LRU(cache_size)  # shared by every session: thread-safe
         self._rules: dict[tuple, tuple[Rule | None, _MaskSet]] = {}
         self._settings: dict[tuple, PinnedSettings] = {}
         self._memo: dict[tuple, tuple] = {}  # relation checks: (rule, relation, search_path, masked) → denials
@@ -158,9 +157,8 @@ class Decider:
                catalog: Catalog, session: SessionFacts = NO_SESSION) -> Verdict:
         group_set = groups if isinstance(groups, frozenset) else frozenset(groups)
         key = (sql, subject, group_set, target, catalog.version, catalog.search_path)
-        cached = self._cache.get(key)
-        if cached is not None and session is NO_SESSION:
-            self._cache.move_to_end(key)
+        cached = self._cache.get(key) if session is NO_SESSION else None
+        if cached is not None:
             return cached
         rule, masks = self._principal(subject, group_set, target)
         if rule is None:
@@ -198,9 +196,7 @@ class Decider:
         return verdict
 
     def _remember(self, key: tuple, verdict: Verdict) -> None:
-        self._cache[key] = verdict
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cache.put(key, verdict)
 
     @staticmethod
     def _shape_key(sql: str, key: tuple) -> tuple | None:
