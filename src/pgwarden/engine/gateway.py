@@ -41,7 +41,7 @@ class Gateway:
         self.policy = config.policy
         self.decider = Decider(self.policy, version=config.policy_version, mask_key=self.mask_key)
         self._catalogs: dict[str, Catalog] = {}
-        self._maskers: dict[tuple[str, str, int], Masker] = {}
+        self._maskers: dict[int, Masker] = {}
         self._logins: dict[str, upstream.Login] = {}
         self._raw_masked: dict[tuple, frozenset[tuple[int, int]]] = {}
         self.upstream = upstream.Upstream()
@@ -142,20 +142,18 @@ class Gateway:
     # -- masking ----------------------------------------------------------------------
 
     def masker(self, action: MaskAction) -> Masker:
-        """The value function for one mask action (compiled once per strategy/key)."""
+        """The value function of the mask the decision chose for ``action`` (compiled once per mask)."""
         if action.whole:
             return mask_whole
-        key = (action.strategy, str(action.source), action.keep)
+        mask = action.mask
+        if mask is None:
+            raise GatewayError("mask_missing", f"the plan names no mask for {action.source}; the result is withheld")
+        key = id(mask)
         fn = self._maskers.get(key)
         if fn is None:
-            secret = None
-            if action.strategy == MaskStrategy.HASH.value:
-                mask = next((m for m in self.policy.masking.columns if m.covers(str(action.source))), None)
-                if mask is None or mask.key is None:
-                    raise GatewayError("mask_key_missing", f"no hash key for {action.source}")
-                secret = self.mask_key(mask)
-            fn = make_masker(action.strategy, keep=action.keep, key=secret)
-            self._maskers[key] = fn
+            secret = self.mask_key(mask) if mask.strategy is MaskStrategy.HASH else None
+            fn = make_masker(mask.strategy, keep=mask.keep, key=secret)
+            self._maskers[key] = fn  # policy masks live as long as the gateway: their ids are stable
         return fn
 
     def mask_key(self, mask: ColumnMask) -> bytes:

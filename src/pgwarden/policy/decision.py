@@ -898,7 +898,7 @@ class _StatementCheck:
             same = len(found) == 1 or all(m is mask for _, m in found)
             if out.plain and same and not out.whole_row:
                 self.masks.append(MaskAction(position, out.name, mask.strategy.value, source, False, mask.keep,
-                                             out.origin))
+                                             out.origin, mask))
             elif masking.on_expression == "deny":
                 self.deny("masked_expression", f"output {out.name!r} is computed from masked column {source}; "
                           "select the column itself (it is masked) or leave it out")
@@ -1005,7 +1005,7 @@ class _StatementCheck:
             same = len(found) == 1 or all(m is mask for _, m in found)
             if out.plain and same and not out.whole_row:
                 self.masks.append(MaskAction(position, out.name, mask.strategy.value, source, False, mask.keep,
-                                             out.origin))
+                                             out.origin, mask))
             elif masking.on_expression == "deny":
                 self.deny("masked_expression", f"output {out.name!r} is computed from masked column {source}, "
                           "which this policy refuses (masking.on_expression: deny); select the column itself")

@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from .analysis import ColumnId
 from .effects import StatementEffects
+from .language import ColumnMask
 
 # Reason, MaskAction, StatementPlan and Verdict are built for every verdict decided.
 # They are read-only by convention rather than ``frozen``: a frozen dataclass sets
@@ -52,6 +53,9 @@ class MaskAction:
     whole: bool = False
     keep: int = 4
     origin: tuple[int, int] | None = None  # (table oid, attnum) for RowDescription confirmation
+    # The exact mask the decision chose for this principal (its key, its unless_groups): a door
+    # applies this one, never another mask that happens to cover the same column.
+    mask: ColumnMask | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, object]:
         return {
