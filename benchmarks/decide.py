@@ -56,10 +56,10 @@ import pglast
 import yaml
 from pglast import parser
 
-from pgwarden.policy.analyser import analyse
 from pgwarden.policy.catalog import Catalog, Column, Relation, merge
 from pgwarden.policy.decision import Decider
 from pgwarden.policy.language import PolicyDocument
+from pgwarden.policy.sql import analyse
 from pgwarden.policy.verdict import Decision
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from pgwarden.engine.catalog_loader import load_catalog
-from pgwarden.policy.analyser import analyse
 from pgwarden.policy.analysis import StatementClass
+from pgwarden.policy.sql import analyse
 from support.cases import load_public_cases
 
 READS = [

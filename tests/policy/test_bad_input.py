@@ -57,7 +57,7 @@ def test_sql_shaped_noise_never_leaks_card_numbers_unmasked(sql: str) -> None:
     verdict = W.decide(sql)
     if verdict.decision is not Decision.ALLOW:
         return
-    from pgwarden.policy.analyser import analyse
+    from pgwarden.policy.sql import analyse
     analysis = analyse(sql, W.catalog)
     for index, st_ in enumerate(analysis.statements):
         masked = {m.position for m in verdict.plans[index].masks}

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgwarden.policy.analyser import SessionFacts, analyse
 from pgwarden.policy.catalog import builtin_catalog
 from pgwarden.policy.decision import Decider
 from pgwarden.policy.language import PolicyDocument
+from pgwarden.policy.sql import SessionFacts, analyse
 from pgwarden.policy.verdict import Decision
 from support.policies import World
 

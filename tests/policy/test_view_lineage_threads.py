@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 
-from pgwarden.policy.analyser import analyse
 from pgwarden.policy.catalog import Catalog, Column, Relation
+from pgwarden.policy.sql import analyse
 
 
 def _catalog(version: str) -> Catalog:

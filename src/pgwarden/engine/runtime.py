@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pgwarden.audit import AuditRecorder
 from pgwarden.errors import PolicyRefusal
-from pgwarden.policy.analyser import analyse
+from pgwarden.policy.sql import analyse
 from pgwarden.policy.verdict import Decision, Verdict
 
 from .approvals import ApprovalBroker, ApprovalRequest, ApprovalStatus, ApprovalStoreUnavailable, binding_hash

@@ -28,8 +28,8 @@ import anyio
 import psycopg
 from psycopg import pq
 
-from pgwarden.policy.analyser import SessionFacts
 from pgwarden.policy.results import ColumnInfo, ResultScreen, ResultShapeMismatch, screen_error_fields
+from pgwarden.policy.sql import SessionFacts
 from pgwarden.policy.verdict import Decision, PinnedSettings, StatementPlan, Verdict
 
 from . import upstream

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pgwarden.policy.analyser import NO_SESSION, SessionFacts
 from pgwarden.policy.analysis import StatementAnalysis
 from pgwarden.policy.effects import ALL, StatementEffects
+from pgwarden.policy.sql import NO_SESSION, SessionFacts
 
 __all__ = ["RECONCILE_SQL", "SessionState"]
 

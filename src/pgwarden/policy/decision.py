@@ -21,8 +21,6 @@ from pglast.parser import ParseError
 
 from . import builtins
 from ._lru import LRU
-from ._rewrite import RewriteError, RewritePlanner, apply, splices_for
-from .analyser import NO_SESSION, SessionFacts, analyse
 from .analysis import (
     WRITE_ACCESSES,
     Access,
@@ -36,6 +34,16 @@ from .analysis import (
 from .catalog import Catalog, split_identifier
 from .effects import effects_of
 from .language import ApprovalTrigger, ColumnMask, MaskStrategy, PolicyDocument, Rule, parse_duration_ms
+from .sql import (
+    NO_SESSION,
+    RewriteError,
+    RewritePlanner,
+    SessionFacts,
+    analyse,
+    apply,
+    shape_key,
+    splices_for,
+)
 from .verdict import (
     ApprovalRequirement,
     Decision,
@@ -200,21 +208,14 @@ class Decider:
 
     @staticmethod
     def _shape_key(sql: str, key: tuple) -> tuple | None:
-        """The key shared by this statement with any other literals, or None.
+        """The cache key shared by this statement with any other literals, or None (see ``shape_key``).
 
-        pg_query's normalisation replaces literals with ``$n``; a verdict is stored
-        under it only when its analysis did not look at any literal's value (see
-        ``StatementAnalysis.literal_dependent``), so the same statement with other
-        literals must get the same verdict. A text that is its own normalisation
-        (no literals, or client ``$n`` parameters) keeps to the exact-text key.
+        A verdict is stored under it only when its analysis did not look at any literal's value
+        (``StatementAnalysis.literal_dependent``), so the same statement with other literals gets
+        the same verdict.
         """
-        try:
-            normalized = parser.normalize(sql)
-        except ParseError:
-            return None
-        if normalized == sql:
-            return None
-        return ("shape", normalized, *key[1:])
+        shape = shape_key(sql)
+        return None if shape is None else ("shape", shape, *key[1:])
 
     def decide_analysis(self, analysis: Analysis, *, rule: Rule, masks: _MaskSet, subject: str,
                         catalog: Catalog) -> Verdict:

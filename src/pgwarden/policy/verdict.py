@@ -161,7 +161,7 @@ class Verdict:
         """An error's 1-based position in the upstream text, in the client's text (None: inside a splice)."""
         if position is None or not self.splices:
             return position
-        from ._rewrite import client_position
+        from .sql import client_position
         return client_position(self.splices, position)
 
     @property

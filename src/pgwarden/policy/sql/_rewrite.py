@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 from pglast import parser
 
-from .analysis import ColumnId, RelationRef
-from .language import ColumnMask, MaskStrategy
-from .masking import HASH_HEX_CHARS, HASH_PREFIX, MASKED, hmac_pads
+from ..analysis import ColumnId, RelationRef
+from ..language import ColumnMask, MaskStrategy
+from ..masking import HASH_HEX_CHARS, HASH_PREFIX, MASKED, hmac_pads
 
 # format_type() names of the text-like types whose masked value keeps the column's (base) type.
 _TEXT_LIKE = {"text": "pg_catalog.text", "character varying": "pg_catalog.varchar",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .analysis import Access, StatementClass
+from ..analysis import Access, StatementClass
 
 R, W, D, A, T, S, L = (StatementClass.READ, StatementClass.WRITE, StatementClass.DDL, StatementClass.ADMIN,
                        StatementClass.TRANSACTION, StatementClass.SESSION, StatementClass.LOCK)

@@ -1,7 +1,7 @@
 """Storage for the lineage of views and base tables, living on the catalog snapshot it came from.
 
 A view's output lineage comes from analysing its definition (``pg_get_viewdef``) with the same
-walker as any query (:meth:`~pgwarden.policy._lineage.QueryWalker.view_columns`), so a masked
+walker as any query (:meth:`~pgwarden.policy.sql._lineage.QueryWalker.view_columns`), so a masked
 column stays masked through any chain of views; reading a view also reads its base relations,
 whose deny lists must hold. What is computed is stored on the :class:`~pgwarden.policy.catalog.Catalog`
 snapshot (``Catalog.memo``): it is valid exactly as long as that snapshot, is dropped with it when
@@ -11,9 +11,9 @@ so several threads may read and fill the store at once (a race computes a value 
 
 from __future__ import annotations
 
+from ..analysis import ColumnId, FunctionCall, RelationAccess
+from ..catalog import Catalog, Relation
 from ._scope import Value
-from .analysis import ColumnId, FunctionCall, RelationAccess
-from .catalog import Catalog, Relation
 
 ViewEntry = tuple[list[tuple[str, Value]], list[RelationAccess], list[FunctionCall]]
 

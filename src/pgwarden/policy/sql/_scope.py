@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .analysis import ColumnId, FunctionCall, OutputColumn, RelationAccess, StatementClass
+from ..analysis import ColumnId, FunctionCall, OutputColumn, RelationAccess, StatementClass
 
 WILDCARD = "*"
 SYSTEM_COLUMNS = frozenset({"tableoid", "ctid", "xmin", "xmax", "cmin", "cmax"})

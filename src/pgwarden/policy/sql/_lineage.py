@@ -28,6 +28,9 @@ from typing import Any
 import orjson
 from pglast import parser
 
+from ..analysis import Access, ColumnId, FunctionCall, RelationAccess, RelationRef, StatementClass
+from ..builtins import PINNED_CATALOGS
+from ..catalog import Catalog, Relation
 from . import _views
 from ._scope import EMPTY, WILDCARD, Entry, Facts, Scope, Value, _as_hidden, _rename, union
 from ._tree import (
@@ -41,9 +44,6 @@ from ._tree import (
     _strings,
     output_name,
 )
-from .analysis import Access, ColumnId, FunctionCall, RelationAccess, RelationRef, StatementClass
-from .builtins import PINNED_CATALOGS
-from .catalog import Catalog, Relation
 
 # Functions whose arguments leave through a side channel rather than the result.
 _SIDE_CHANNELS = frozenset({"pg_notify", "set_config"})

@@ -2,7 +2,7 @@
 
 The text is parsed by PostgreSQL's own parser (pglast / libpg_query) into its
 JSON tree, split into top-level statements, and each statement is classified
-and walked. Queries go through :class:`~pgwarden.policy._lineage.QueryWalker`
+and walked. Queries go through :class:`~pgwarden.policy.sql._lineage.QueryWalker`
 for lineage; utility statements are classified by node type and then walked
 generically so that every function call and every relation anywhere in them
 (a ``DEFAULT`` expression, an ``ALTER … USING`` clause) is still seen.
@@ -25,12 +25,12 @@ import orjson
 from pglast import parser
 from pglast.parser import ParseError
 
+from ..analysis import Access, Analysis, ColumnId, SettingChange, StatementAnalysis, StatementClass
+from ..builtins import LITERAL_FUNCTIONS
 from ._lineage import QueryWalker
 from ._scope import EMPTY, Facts, Scope, Value, to_outputs
 from ._statements import UTILITY, command_tag
 from ._tree import Node, _node, _strings
-from .analysis import Access, Analysis, ColumnId, SettingChange, StatementAnalysis, StatementClass
-from .builtins import LITERAL_FUNCTIONS
 
 
 @dataclass(frozen=True)
@@ -563,3 +563,16 @@ def _const_text(arg: Node | None) -> str | None:
 
 
 __all__ = ["NO_SESSION", "SessionFacts", "Value", "analyse"]
+
+
+def shape_key(sql: str) -> str | None:
+    """pg_query's normalisation of ``sql`` (literals replaced by ``$n``), or None.
+
+    None when the text does not parse or is its own normalisation (no literals, or client
+    ``$n`` parameters): such a text keeps to the exact-text cache.
+    """
+    try:
+        normalized = parser.normalize(sql)
+    except ParseError:
+        return None
+    return None if normalized == sql else normalized
