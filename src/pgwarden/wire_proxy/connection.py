@@ -1,0 +1,665 @@
+"""One proxied session after authentication, as a sans-IO state machine: client bytes in, upstream bytes
+out; upstream bytes in, client bytes out. No sockets, no awaits: the asyncio server feeds it and drains
+:attr:`ProxyConnection.to_upstream` / :attr:`ProxyConnection.to_client` after every call.
+
+Client side. Every frame is framed by :class:`FrameReader` (size cap, known types). A simple ``Query`` and
+every ``Parse`` is decided by the engine (:class:`Engine`, the policy hooks): denied → the refusal goes
+through :class:`ReplyQueue.refuse`, so a pipeline sees exactly what PostgreSQL would have answered; allowed
+→ the verdict's upstream text (masks spliced in) is sent. Named and unnamed statements and portals are
+tracked with their verdict; ``Bind`` refuses binary formats on columns that need screening; a statement
+whose result shape is unknown at ``Bind`` gets an injected ``Describe`` of its portal (its reply is read,
+then dropped). ``FunctionCall`` is refused. A statement that needs approval stops the client side
+(:attr:`ProxyConnection.held`) until the server resolves it with :meth:`ProxyConnection.finish_hold`.
+
+Upstream side. :func:`scan` finds message boundaries without copying; each message is paired with the
+frontend message it answers through the reply queue and a parallel queue of contexts. RowDescription is
+confirmed against the plan (:class:`~pgwarden.policy.results.ResultScreen`); on the ``passthrough`` path
+DataRows are forwarded as they came, in runs of bytes, reading only their headers; otherwise each row is
+screened. Errors and notices are screened field by field. A result that contradicts the plan, binary COPY
+of data that needs screening, or a journal write that fails, turns into an ErrorResponse, and everything
+up to the next ReadyForQuery is withheld (nothing unscreened leaves). The audit record of a statement is
+closed — written to the journal — before its CommandComplete is released.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pgwarden.policy.results import ColumnInfo, ResultScreen, ResultShapeMismatch
+from pgwarden.policy.verdict import Decision, StatementPlan, Verdict
+
+from . import messages as m
+from ._queue import ReplyQueue
+from .codec import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FRONTEND_TYPES,
+    FrameReader,
+    decode_backend,
+    decode_frontend,
+    encode,
+)
+from .codec import scan as _scan
+from .errors import ProtocolViolation
+
+__all__ = ["Engine", "Hold", "ProxyConnection", "Record"]
+
+_HEADER = struct.Struct("!BI")
+_Q, _P, _B, _D, _E, _C, _S, _H, _F, _X = (ord(c) for c in "QPBDECSHFX")
+_COPY_CLIENT = frozenset(ord(c) for c in "dcf")
+_ROW, _ROWDESC, _DONE, _ERROR, _NOTICE, _READY = (ord(c) for c in "DTCENZ")
+_NODATA, _EMPTY, _SUSPENDED, _COPY_OUT, _COPY_DATA, _COPY_BOTH = (ord(c) for c in "nIsHdW")
+_PARAM_STATUS = ord("S")
+
+
+class Record(Protocol):
+    """One statement's audit record (the server wraps the recorder's ``statement`` block)."""
+
+    def result(self, columns: Sequence[str], sample: Sequence[Sequence[str | None]], row_count: int,
+               digest: Any) -> None: ...
+
+    def error(self, sqlstate: str, message: str) -> None: ...
+
+    def close(self) -> str | None:
+        """Write the record; returns a message when the journal refused it (the result is then withheld)."""
+
+
+class Engine(Protocol):
+    """The policy hooks a connection calls; the server implements them over the engine's Session."""
+
+    detector: Any
+    sample_rows: int
+    digest: bool
+
+    def decide(self, sql: str) -> Verdict: ...
+
+    def refusal(self, verdict: Verdict) -> m.ErrorResponse: ...
+
+    def screen(self, plan: StatementPlan | None, columns: Sequence[ColumnInfo]) -> ResultScreen: ...
+
+    def screen_fields(self, fields: Mapping[str, str], *, scrub: bool, what: str) -> dict[str, str]: ...
+
+    def apply_effects(self, verdict: Verdict, completed: int) -> None: ...
+
+    def open_record(self, sql: str, verdict: Verdict) -> Record: ...
+
+    def new_digest(self, columns: Sequence[str]) -> Any: ...
+
+
+@dataclass
+class Hold:
+    """A simple Query the policy holds for a human; the server waits and answers with finish_hold."""
+
+    sql: str
+    verdict: Verdict
+
+
+@dataclass
+class _Stmt:
+    sql: str
+    verdict: Verdict
+    plan: StatementPlan | None
+    columns: tuple[m.FieldDescription, ...] | None = None  # None: not described yet; (): NoData
+    screens: dict[tuple[int, ...], ResultScreen] = field(default_factory=dict)
+
+
+@dataclass
+class _Portal:
+    stmt: _Stmt
+    formats: tuple[int, ...]
+    screen: ResultScreen | None = None
+    described: bool = False  # its result shape is known (screen None then means: no rows)
+
+
+class _Tap:
+    """What the audit record keeps of one result: columns, a capped sample, the count, the digest."""
+
+    __slots__ = ("columns", "digest", "rows", "sample", "sample_rows", "text")
+
+    def __init__(self, engine: Engine, columns: Sequence[str], text: bool) -> None:
+        self.columns = list(columns)
+        self.rows = 0
+        self.sample: list[list[str | None]] = []
+        self.sample_rows = engine.sample_rows
+        self.text = text
+        self.digest = engine.new_digest(self.columns) if (engine.digest and text) else None
+
+    def add(self, values: Sequence[bytes | None]) -> None:
+        self.rows += 1
+        if self.digest is None and len(self.sample) >= self.sample_rows:
+            return
+        row = [None if v is None else (bytes(v).decode("utf-8", "replace") if self.text else "<binary>")
+               for v in values]
+        if len(self.sample) < self.sample_rows:
+            self.sample.append(row)
+        if self.digest is not None:
+            self.digest.update(row)
+
+    def add_payload(self, payload: bytes | memoryview) -> None:
+        if self.digest is None and len(self.sample) >= self.sample_rows:
+            self.rows += 1
+            return
+        self.add(m.DataRow(bytes(payload)).values())
+
+
+class _QueryCtx:
+    __slots__ = ("copy", "failed", "index", "record", "screen", "sql", "tap", "verdict")
+
+    def __init__(self, sql: str, verdict: Verdict, record: Record) -> None:
+        self.sql = sql
+        self.verdict = verdict
+        self.record: Record | None = record
+        self.index = 0  # the statement of the text whose results arrive now
+        self.screen: ResultScreen | None = None
+        self.tap: _Tap | None = None
+        self.copy = False
+        self.failed = False
+
+    @property
+    def plan(self) -> StatementPlan | None:
+        plans = self.verdict.plans
+        return plans[self.index] if self.index < len(plans) else None
+
+
+class _ExecCtx:
+    __slots__ = ("portal", "record", "tap")
+
+    def __init__(self, portal: _Portal, record: Record) -> None:
+        self.portal = portal
+        self.record: Record | None = record
+        self.tap: _Tap | None = None
+
+    @property
+    def plan(self) -> StatementPlan | None:
+        return self.portal.stmt.plan
+
+
+class _DescCtx:
+    __slots__ = ("portal", "stmt")
+
+    def __init__(self, stmt: _Stmt | None, portal: _Portal | None) -> None:
+        self.stmt = stmt
+        self.portal = portal
+
+    @property
+    def plan(self) -> StatementPlan | None:
+        return (self.stmt or self.portal.stmt).plan if (self.stmt or self.portal) else None  # type: ignore
+
+
+def _frame(kind: int, payload: bytes) -> bytes:
+    return _HEADER.pack(kind, len(payload) + 4) + payload
+
+
+def _columns(fields: Sequence[m.FieldDescription], formats: Sequence[int] | None = None) -> list[ColumnInfo]:
+    out = []
+    n = len(fields)
+    for i, f in enumerate(fields):
+        fmt = f.format
+        if formats is not None:
+            fmt = formats[0] if len(formats) == 1 else (formats[i] if len(formats) == n else 0)
+        out.append(ColumnInfo(f.name, f.type_oid, f.table_oid, f.attnum, fmt))
+    return out
+
+
+def _renamed(desc: m.RowDescription, names: Sequence[str]) -> m.RowDescription | None:
+    if all(f.name == n for f, n in zip(desc.fields, names, strict=True)):
+        return None
+    return m.RowDescription(tuple(
+        m.FieldDescription(n, f.table_oid, f.attnum, f.type_oid, f.type_len, f.type_mod, f.format)
+        for f, n in zip(desc.fields, names, strict=True)))
+
+
+class ProxyConnection:
+    """The state machine of one authenticated session (see the module docstring)."""
+
+    def __init__(self, engine: Engine, *, status: bytes = b"I",
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self.engine = engine
+        self.queue = ReplyQueue(status)
+        self._ctx: deque[object] = deque()
+        self._frames = FrameReader(max_message_size, known_types=FRONTEND_TYPES)
+        self._ubuf = bytearray()
+        self._stmts: dict[str, _Stmt] = {}
+        self._portals: dict[str, _Portal] = {}
+        self.to_upstream: list[bytes] = []
+        self.to_client: list[bytes] = []
+        self.held: Hold | None = None
+        self.terminated = False
+        self.fatal: m.ErrorResponse | None = None  # upstream said FATAL / bookkeeping lost: end the session
+        self.want_cancel = False  # the server should cancel what runs upstream (a result is withheld)
+        self._withholding = False
+
+    # ---- client side -----------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Replies are outstanding upstream (a client gone now leaves work to cancel)."""
+        return len(self.queue) > 0
+
+    def client_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes from the client; raises ProtocolViolation (FATAL 08P01) on malformed input."""
+        self._frames.feed(data)
+        self._drain_client()
+
+    def client_eof(self) -> None:
+        self._frames.at_eof()
+
+    def _drain_client(self) -> None:
+        frames = self._frames
+        while self.held is None and not self.terminated and self.fatal is None:
+            frame = frames.next_frame()
+            if frame is None:
+                return
+            self._client_frame(frame.type, frame.payload)
+
+    def _client_frame(self, kind: int, payload: bytes) -> None:
+        q = self.queue
+        if kind == _X:
+            self.terminated = True
+            return
+        if kind in _COPY_CLIENT or kind in (_S, _H):
+            self._push(kind, None, _frame(kind, payload))
+            return
+        if q.discarding(kind):
+            return  # skip-till-Sync after an error, as PostgreSQL does: unread, unanswered
+        msg = decode_frontend(kind, payload)
+        if kind == _Q:
+            self._query(msg, payload)  # type: ignore[arg-type]
+        elif kind == _P:
+            self._parse(msg, payload)  # type: ignore[arg-type]
+        elif kind == _B:
+            self._bind(msg, payload)  # type: ignore[arg-type]
+        elif kind == _D:
+            self._describe(msg, payload)  # type: ignore[arg-type]
+        elif kind == _E:
+            self._execute(msg, payload)  # type: ignore[arg-type]
+        elif kind == _C:
+            close: m.Close = msg  # type: ignore[assignment]
+            (self._stmts if close.kind == "S" else self._portals).pop(close.name, None)
+            self._push(kind, None, _frame(kind, payload))
+        elif kind == _F:
+            self._refuse(kind, m.error("ERROR", "42501", "pgwarden: the FunctionCall message is not allowed",
+                                       hint="call the function in a SELECT statement instead"))
+        else:
+            raise ProtocolViolation("unexpected_message", f"message type {chr(kind)!r} is not valid here")
+
+    def _push(self, kind: int, ctx: object, data: bytes | None) -> None:
+        q = self.queue
+        before = len(q)
+        step = q.client_message(kind)
+        if len(q) > before:
+            self._ctx.append(ctx)
+        if step.forward and data is not None:
+            self.to_upstream.append(data)
+        for msg in step.emit:
+            self.to_client.append(encode(msg))
+
+    def _refuse(self, kind: int, error: m.ErrorResponse) -> None:
+        q = self.queue
+        before = len(q)
+        step = q.refuse(kind, error)
+        for _ in range(len(q) - before):
+            self._ctx.append(None)
+        for msg in step.inject:
+            self.to_upstream.append(encode(msg))
+        for msg in step.emit:
+            self.to_client.append(encode(msg))
+
+    def _refuse_verdict(self, kind: int, sql: str, verdict: Verdict) -> None:
+        error = self.engine.refusal(verdict)
+        record = self.engine.open_record(sql, verdict)
+        record.error(error.sqlstate or "42501", error.message or "refused")
+        record.close()  # a refusal is recorded; a journal failure changes nothing for a refusal
+        self._refuse(kind, error)
+
+    def _query(self, msg: m.Query, payload: bytes) -> None:
+        sql = msg.sql
+        verdict = self.engine.decide(sql)
+        if verdict.decision is Decision.NEEDS_APPROVAL:
+            if len(self.queue) or self.queue.skipping:
+                self._refuse(_Q, m.error("ERROR", "55000", "pgwarden: this statement needs an approval, which "
+                                         "cannot be waited for inside a pipeline", hint="send it on its own"))
+                return
+            self.held = Hold(sql, verdict)
+            return
+        if verdict.decision is not Decision.ALLOW:
+            self._refuse_verdict(_Q, sql, verdict)
+            return
+        ctx = _QueryCtx(sql, verdict, self.engine.open_record(sql, verdict))
+        text = verdict.text_for_upstream(sql)
+        self._push(_Q, ctx, _frame(_Q, payload) if text is sql else encode(m.Query(text)))
+
+    def finish_hold(self, replies: Sequence[m.BackendMessage]) -> None:
+        """The held Query was answered (rows of the released statement, or an error): send the replies and
+        a ReadyForQuery, then go on with what the client sent meanwhile."""
+        self.held = None
+        for msg in replies:
+            self.to_client.append(encode(msg))
+        self.to_client.append(encode(m.ReadyForQuery(self.queue.status or b"I")))
+        self._drain_client()
+
+    def _parse(self, msg: m.Parse, payload: bytes) -> None:
+        verdict = self.engine.decide(msg.query)
+        if verdict.decision is not Decision.ALLOW:
+            self._stmts.pop(msg.name, None)
+            if verdict.decision is Decision.NEEDS_APPROVAL:
+                error = self.engine.refusal(verdict)
+                self._refuse(_P, m.error("ERROR", "55000", (error.message or "") + " (approvals are waited for "
+                                         "on simple-protocol statements only)",
+                                         hint="send it as a simple query (psql, or without parameters)"))
+                return
+            self._refuse_verdict(_P, msg.query, verdict)
+            return
+        plans = verdict.plans
+        self._stmts[msg.name] = _Stmt(msg.query, verdict, plans[0] if plans else None)
+        text = verdict.text_for_upstream(msg.query)
+        data = _frame(_P, payload) if text is msg.query else encode(m.Parse(msg.name, text, msg.param_types))
+        self._push(_P, None, data)
+
+    def _bind(self, msg: m.Bind, payload: bytes) -> None:
+        stmt = self._stmts.get(msg.statement)
+        if stmt is None:
+            self._refuse(_B, m.error("ERROR", "26000", f"pgwarden: prepared statement {msg.statement!r} does not "
+                                     "exist (or was refused)"))
+            return
+        portal = _Portal(stmt, msg.result_formats)
+        if stmt.columns is not None:
+            try:
+                portal.screen = self._screen_for(stmt, msg.result_formats)
+            except ResultShapeMismatch as exc:
+                self._portals.pop(msg.portal, None)
+                self._refuse(_B, m.error_from(exc))
+                return
+            portal.described = True
+        self._portals[msg.portal] = portal
+        self._push(_B, None, _frame(_B, payload))
+        if not portal.described:
+            # Learn the result's shape before any row arrives: describe the portal, read, drop the reply.
+            self.queue.inject(_D)
+            self._ctx.append(_DescCtx(None, portal))
+            self.to_upstream.append(encode(m.Describe("P", msg.portal)))
+
+    def _screen_for(self, stmt: _Stmt, formats: tuple[int, ...]) -> ResultScreen | None:
+        if not stmt.columns:
+            return None
+        screen = stmt.screens.get(formats)
+        if screen is None:
+            screen = self.engine.screen(stmt.plan, _columns(stmt.columns, formats))
+            if len(stmt.screens) < 16:
+                stmt.screens[formats] = screen
+        return screen
+
+    def _describe(self, msg: m.Describe, payload: bytes) -> None:
+        if msg.kind == "S":
+            stmt = self._stmts.get(msg.name)
+            if stmt is None:
+                self._refuse(_D, m.error("ERROR", "26000", f"pgwarden: prepared statement {msg.name!r} does not "
+                                         "exist (or was refused)"))
+                return
+            self._push(_D, _DescCtx(stmt, None), _frame(_D, payload))
+        else:
+            portal = self._portals.get(msg.name)
+            if portal is None:
+                self._refuse(_D, m.error("ERROR", "34000", f"pgwarden: portal {msg.name!r} does not exist"))
+                return
+            self._push(_D, _DescCtx(None, portal), _frame(_D, payload))
+
+    def _execute(self, msg: m.Execute, payload: bytes) -> None:
+        portal = self._portals.get(msg.portal)
+        if portal is None:
+            self._refuse(_E, m.error("ERROR", "34000", f"pgwarden: portal {msg.portal!r} does not exist"))
+            return
+        record = self.engine.open_record(portal.stmt.sql, portal.stmt.verdict)
+        self._push(_E, _ExecCtx(portal, record), _frame(_E, payload))
+
+    # ---- upstream side ---------------------------------------------------------------------------
+
+    def upstream_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes from the upstream server; what the client may see lands in :attr:`to_client`."""
+        buf = self._ubuf
+        buf += data
+        spans, consumed = _scan(buf)
+        if not spans:
+            return
+        out = self.to_client
+        view = memoryview(buf)
+        run = -1  # start of a run of bytes forwarded untouched
+        ctxq = self._ctx
+        q = self.queue
+        try:
+            for kind, start, end in spans:
+                head = ctxq[0] if ctxq else None
+                if kind == _ROW and not self._withholding:
+                    # the hot path: rows of a result whose screen lets them through as they are
+                    tap: _Tap | None
+                    if type(head) is _ExecCtx:
+                        screen = head.portal.screen
+                        tap = head.tap
+                        if tap is None and screen is not None:
+                            tap = head.tap = _Tap(self.engine, screen.column_names,
+                                                  not any(_columns_formats(head.portal)))
+                    elif type(head) is _QueryCtx:
+                        screen = head.screen
+                        tap = head.tap
+                    else:
+                        screen = tap = None
+                    if screen is not None and screen.passthrough:
+                        if tap is not None:
+                            tap.add_payload(view[start + 5:end])
+                        if run < 0:
+                            run = start
+                        continue
+                if run >= 0:
+                    out.append(bytes(view[run:start]))
+                    run = -1
+                before = len(q)
+                forward, emit = self._backend(kind, view, start, end, head)
+                for _ in range(before - len(q)):
+                    ctxq.popleft()
+                if self._withholding and kind != _READY:
+                    continue
+                if kind == _READY:
+                    self._withholding = False
+                if forward is True:
+                    if not emit:
+                        run = start
+                        continue
+                    out.append(bytes(view[start:end]))
+                elif forward:
+                    out.append(forward)
+                for msg in emit:
+                    out.append(encode(msg))
+            if run >= 0:
+                out.append(bytes(view[run:consumed]))
+        finally:
+            view.release()
+        del buf[:consumed]
+
+    def _withhold(self, error: m.ErrorResponse) -> None:
+        """Replace the rest of this exchange (to the next ReadyForQuery) by ``error``."""
+        if not self._withholding:
+            self.to_client.append(encode(error))
+            self._withholding = True
+            self.want_cancel = True
+
+    def _backend(self, kind: int, view: memoryview, start: int, end: int,
+                 head: object) -> tuple[bool | bytes, tuple[m.BackendMessage, ...]]:
+        """Handle one upstream message; returns (True: forward as is | bytes: send these | False, emit)."""
+        q = self.queue
+        body = view[start + 5:end]
+        step = q.backend_message(kind, body if kind == _READY else None)
+        forward: bool | bytes = step.forward
+        if kind == _ROWDESC:
+            forward = self._row_description(head, decode_backend(kind, body), forward)  # type: ignore[arg-type]
+        elif kind == _ROW:
+            forward = self._screened_row(head, body) if forward else False
+        elif kind == _NODATA:
+            if type(head) is _DescCtx:
+                if head.stmt is not None:
+                    head.stmt.columns = ()
+                elif head.portal is not None:
+                    head.portal.screen = None
+                    head.portal.described = True
+        elif kind in (_DONE, _SUSPENDED, _EMPTY):
+            forward = self._complete(kind, head, body, forward)
+        elif kind in (_ERROR, _NOTICE):
+            forward = self._diagnostic(kind, head, body, forward)
+        elif kind == _READY:
+            if type(head) is _QueryCtx:
+                self._finish_query(head)
+        elif kind == _COPY_OUT:
+            forward = self._copy_out(head, decode_backend(kind, body), forward)  # type: ignore[arg-type]
+        elif kind == _COPY_DATA:
+            if forward and self.engine.detector is not None:
+                line = bytes(body).decode("utf-8", "replace")
+                clean = self.engine.detector.redact(line)
+                if clean != line:
+                    forward = encode(m.CopyData(clean.encode()))
+            if type(head) is _QueryCtx and head.tap is not None:
+                head.tap.rows += 1
+        elif kind == _COPY_BOTH:
+            self._withhold(m.error("ERROR", "0A000", "pgwarden: COPY BOTH (replication) is not carried"))
+        elif kind == _PARAM_STATUS:
+            msg = decode_backend(kind, body)
+            if msg.name == "client_encoding" and msg.value != "UTF8":  # type: ignore[union-attr]
+                self.fatal = m.error("FATAL", "08006", "pgwarden: the upstream session stopped reading UTF8")
+        return forward, step.emit
+
+    def _row_description(self, head: object, desc: m.RowDescription, forward: bool) -> bool | bytes:
+        try:
+            if type(head) is _QueryCtx:
+                screen = self.engine.screen(head.plan, _columns(desc.fields))
+                head.screen = screen
+                head.tap = _Tap(self.engine, screen.column_names, all(f.format == 0 for f in desc.fields))
+            elif type(head) is _DescCtx and head.stmt is not None:
+                stmt = head.stmt
+                stmt.columns = desc.fields
+                stmt.screens.clear()
+                screen = self._screen_for(stmt, ())
+                assert screen is not None
+            elif type(head) is _DescCtx and head.portal is not None:
+                portal = head.portal
+                screen = self.engine.screen(portal.stmt.plan, _columns(desc.fields))
+                portal.screen = screen
+                portal.described = True
+                if portal.stmt.columns is None:
+                    portal.stmt.columns = tuple(
+                        m.FieldDescription(f.name, f.table_oid, f.attnum, f.type_oid, f.type_len, f.type_mod, 0)
+                        for f in desc.fields)
+            else:
+                raise ResultShapeMismatch("PostgreSQL described a result the proxy did not ask for")
+        except ResultShapeMismatch as exc:
+            self._withhold(m.error_from(exc))
+            return False
+        if not forward:
+            return False
+        renamed = _renamed(desc, screen.column_names)
+        return True if renamed is None else encode(renamed)
+
+    def _screened_row(self, head: object, body: memoryview) -> bool | bytes:
+        if type(head) is _QueryCtx:
+            screen, tap = head.screen, head.tap
+        elif type(head) is _ExecCtx:
+            screen, tap = head.portal.screen, head.tap
+            if tap is None and screen is not None:
+                tap = head.tap = _Tap(self.engine, screen.column_names, not any(_columns_formats(head.portal)))
+        else:
+            screen = tap = None
+        if screen is None:
+            self._withhold(m.error("ERROR", "XX000", "pgwarden: PostgreSQL sent rows the proxy had no description "
+                                   "for; the result is withheld"))
+            return False
+        values = screen.row(m.DataRow(bytes(body)).values())
+        if tap is not None:
+            tap.add(values)
+        return encode(m.DataRow.from_values(values))
+
+    def _copy_out(self, head: object, msg: m.CopyOutResponse, forward: bool) -> bool:
+        if type(head) is _QueryCtx:
+            plan = head.plan
+            needs_screen = self.engine.detector is not None or (plan is not None and (plan.masks or plan.raw_origins))
+            if msg.format != 0 and needs_screen:
+                self._withhold(m.error("ERROR", "0A000", "pgwarden: binary COPY of data the gateway must screen "
+                                       "is not allowed", hint="use COPY … TO STDOUT in text or csv format"))
+                return False
+            head.copy = True
+            head.tap = _Tap(self.engine, ["copy"], False)
+            head.tap.digest = None
+            return forward
+        self._withhold(m.error("ERROR", "0A000", "pgwarden: COPY through the extended protocol is not carried",
+                               hint="send COPY as a simple query"))
+        return False
+
+    def _complete(self, kind: int, head: object, body: memoryview, forward: bool) -> bool | bytes:
+        if type(head) is _QueryCtx:
+            tap = head.tap
+            head.index += 1
+            head.screen = None
+            if kind == _DONE and head.index >= len(head.verdict.plans):
+                if not self._close_record(head, tap, body):
+                    return False
+            elif tap is not None and head.record is not None:
+                head.record.result(tap.columns, tap.sample, tap.rows, tap.digest)
+            if tap is not None:
+                head.tap = None
+        elif type(head) is _ExecCtx:
+            completed = kind == _DONE
+            ok = self._close_record(head, head.tap, body)
+            head.tap = None
+            if completed:
+                self.engine.apply_effects(head.portal.stmt.verdict, 1)
+            if not ok:
+                return False
+        return forward
+
+    def _close_record(self, head: _QueryCtx | _ExecCtx, tap: _Tap | None, body: memoryview) -> bool:
+        record = head.record
+        if record is None:
+            return True
+        head.record = None
+        if tap is not None:
+            record.result(tap.columns, tap.sample, tap.rows, tap.digest)
+        failure = record.close()
+        if failure is not None:
+            self._withhold(m.error("ERROR", "58030", f"pgwarden: the audit journal could not record this "
+                                   f"statement, so its result is withheld: {failure}"))
+            return False
+        return True
+
+    def _finish_query(self, head: _QueryCtx) -> None:
+        if head.record is not None:
+            self._close_record(head, head.tap, memoryview(b""))
+        self.engine.apply_effects(head.verdict, head.index)
+
+    def _diagnostic(self, kind: int, head: object, body: memoryview, forward: bool) -> bool | bytes:
+        msg = decode_backend(kind, body)
+        plan = getattr(head, "plan", None) if head is not None else None
+        scrub = bool(plan is not None and plan.scrub_errors)
+        fields = self.engine.screen_fields(msg.fields, scrub=scrub,  # type: ignore[union-attr]
+                                           what="error" if kind == _ERROR else "notice")
+        verdict = getattr(head, "verdict", None) or (getattr(getattr(head, "portal", None), "stmt", None) and
+                                                     head.portal.stmt.verdict)  # type: ignore[union-attr]
+        position = msg.fields.get("P")  # type: ignore[union-attr]
+        if position and position.isdigit() and verdict is not None and not scrub:
+            mapped = verdict.client_position(int(position))
+            if mapped is not None:
+                fields["P"] = str(mapped)
+        if kind == _ERROR:
+            if isinstance(head, _QueryCtx | _ExecCtx) and head.record is not None:
+                head.record.error(fields.get("C", "XX000"), fields.get("M", ""))
+                record, head.record = head.record, None
+                record.close()
+                head.tap = None
+            if (msg.fields.get("V") or msg.fields.get("S")) in ("FATAL", "PANIC") and not len(self.queue):  # type: ignore
+                self.fatal = m.ErrorResponse(fields)
+                return False
+        if not forward:
+            return False
+        return encode(m.ErrorResponse(fields) if kind == _ERROR else m.NoticeResponse(fields))
+
+
+def _columns_formats(portal: _Portal) -> tuple[int, ...]:
+    return tuple(f for f in portal.formats if f)

@@ -1,0 +1,125 @@
+"""A running wire proxy for tests: the engine and ProxyServer on an event loop in a background thread, a
+key pair for tokens, and DSNs for clients (psql, psycopg, asyncpg, pgbench)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from psycopg.conninfo import conninfo_to_dict
+
+from pgwarden.engine.config import parse_config
+from pgwarden.engine.runtime import Runtime
+from pgwarden.wire_proxy.server import ProxyServer
+
+REPO = Path(__file__).resolve().parents[2]
+ISSUER = "https://id.example.test"
+AUDIENCE = "pgwarden"
+
+
+class Keys:
+    def __init__(self, directory: Path) -> None:
+        self.private = ec.generate_private_key(ec.SECP256R1())
+        self.public_file = directory / "public.pem"
+        self.public_file.write_bytes(self.private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    def token(self, sub: str = "agent", groups: tuple[str, ...] = ("ai-agents",), **claims: Any) -> str:
+        now = int(time.time())
+        body = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 600, "groups": list(groups)}
+        body.update(claims)
+        return jwt.encode(body, self.private, algorithm="ES256")
+
+
+def config_data(dsn: str, directory: Path, keys: Keys, *, policy: str = "public_cases.yaml",
+                proxy: dict | None = None, audit: dict | None = None) -> dict:
+    data = yaml.safe_load((REPO / "examples" / policy).read_text())
+    data["targets"]["main"]["dsn"] = dsn
+    data["targets"]["main"].pop("password", None)
+    data["identity"] = {"issuer": ISSUER, "audience": AUDIENCE, "public_key_file": str(keys.public_file),
+                        "algorithms": ["ES256"]}
+    data["proxy"] = {"listen": "127.0.0.1:0", **(proxy or {})}
+    data["audit"] = {"journal_dir": str(directory / "journal"), **(audit or {})}
+    data["approvals"] = {"store": {"sqlite": {"path": str(directory / "approvals.db")}}, "poll_interval": 50}
+    return data
+
+
+class RunningProxy:
+    """The proxy on its own loop in a thread; ``dsn(token)`` for clients."""
+
+    def __init__(self, data: dict, directory: Path, *, digest: bool = True) -> None:
+        self.config = parse_config(yaml.safe_dump(data), "test", base_dir=REPO / "examples")
+        self.directory = directory
+        self.loop = asyncio.new_event_loop()
+        self.runtime: Runtime | None = None
+        self.server: ProxyServer | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._digest = digest
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._started.wait(30):
+            raise RuntimeError("proxy did not start")
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def start() -> None:
+            self.runtime = await Runtime.start(self.config)
+            self.server = ProxyServer(self.runtime, digest=self._digest)
+            await self.server.start()
+
+        try:
+            self.loop.run_until_complete(start())
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self.loop.run_forever()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    def call(self, coro, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def dsn(self, token: str, user: str = "agent", target: str = "main", **extra: str) -> str:
+        parts = {"host": "127.0.0.1", "port": str(self.port), "dbname": target, "user": user, "password": token,
+                 "sslmode": "disable", **extra}
+        return " ".join(f"{k}={_q(v)}" for k, v in parts.items())
+
+    def url(self, token: str, user: str = "agent", target: str = "main") -> str:
+        return f"postgresql://{user}:{token}@127.0.0.1:{self.port}/{target}"
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self.server is not None:
+                await self.server.close()
+            if self.runtime is not None:
+                await self.runtime.close()
+
+        try:
+            self.call(stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+
+
+def _q(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def admin_params(dsn: str) -> dict:
+    return conninfo_to_dict(dsn)
