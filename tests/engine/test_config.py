@@ -157,7 +157,8 @@ def test_unknown_key_names_the_path_and_suggests_the_right_key() -> None:
 
 def test_unknown_top_level_key() -> None:
     (problem,) = _problems(MINIMAL + "auditt: {}\n")
-    assert problem.startswith("auditt: unknown key; expected one of version, targets, identity, rules, masking")
+    assert problem.startswith("auditt: unknown key; did you mean 'audit'? expected one of version, targets, "
+                              "identity, rules, masking, approvals, audit, proxy, serve")
 
 
 def test_wrong_enum_value_lists_the_choices() -> None:

@@ -237,7 +237,7 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
     cursor_name = extra.pop("cursor_name", None) if extra else None
     creates_temp = extra.pop("creates_temp", False) if extra else False
     if walker.pins:
-        extra["catalog_pins"] = walker.pins  # read by decision._StatementCheck._pinned_catalog
+        extra["catalog_pins"] = walker.pins  # read by _checks.StatementCheck._pinned_catalog
     return StatementAnalysis(  # every field, in declaration order
         text,
         kind,  # node

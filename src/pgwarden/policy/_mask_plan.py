@@ -1,0 +1,296 @@
+"""Mask planning: which masks a principal's outputs need, and how they reach the statement sent upstream.
+
+:class:`MaskSet` holds the masks that apply to one principal (``unless_groups`` already applied),
+with lookups memoised. :class:`MaskPlanning` is the part of a statement's checks that plans the
+masks: for a statement the rewrite can reach, the masks are substituted inside the statement
+(``masking_upstream``: derived tables spliced in by :mod:`pgwarden.policy.sql`); otherwise the
+outputs are masked by the door (``masking``), with filters on masked columns refused as oracles.
+Pure, like the rest of the policy core.
+"""
+from __future__ import annotations
+
+import fnmatch
+
+from pglast import parser
+from pglast.parser import ParseError
+
+from . import builtins
+from .analysis import (
+    WRITE_ACCESSES,
+    Access,
+    ColumnId,
+    StatementAnalysis,
+)
+from .language import ColumnMask, MaskStrategy
+from .verdict import (
+    MaskAction,
+)
+
+_UNSEEN = object()
+
+
+class MaskSet:
+    """The masks that apply to one principal, with lookups memoised (they repeat on every statement)."""
+
+    __slots__ = ("_found", "_parts", "_tables", "masks")
+
+    def __init__(self, masks: tuple[ColumnMask, ...]) -> None:
+        self.masks = masks
+        self._parts = [tuple(m.column.split(".")) for m in masks]
+        self._found: dict[ColumnId, ColumnMask | None] = {}
+        self._tables: dict[tuple[str, str], bool] = {}
+
+    def find(self, column: ColumnId) -> ColumnMask | None:
+        try:
+            return self._found[column]
+        except KeyError:
+            pass
+        text = str(column)
+        found = next((m for m in self.masks if m.covers(text)), None)
+        if len(self._found) < 100_000:
+            self._found[column] = found
+        return found
+
+    def masked(self, columns: set[ColumnId] | frozenset[ColumnId]) -> list[ColumnId]:
+        """The columns of ``columns`` a mask may cover (``schema.table.*``: when one may cover that table)."""
+        if not columns:
+            return []
+        known = self._found
+        out = []
+        for column in columns:
+            if column.column == "*":
+                if self.may_cover_table(column.schema, column.table):
+                    out.append(column)
+                continue
+            mask = known.get(column, _UNSEEN)
+            if mask is _UNSEEN:
+                mask = self.find(column)
+            if mask is not None:
+                out.append(column)
+        return out
+
+    def may_cover_table(self, schema: str, table: str) -> bool:
+        key = (schema, table)
+        hit = self._tables.get(key)
+        if hit is None:
+            hit = any(fnmatch.fnmatchcase(schema, ms) and fnmatch.fnmatchcase(table, mt)
+                      for ms, mt, _ in self._parts)
+            if len(self._tables) < 100_000:
+                self._tables[key] = hit
+        return hit
+
+    def __bool__(self) -> bool:
+        return bool(self.masks)
+
+
+class MaskPlanning:
+    """Mask planning of :class:`~pgwarden.policy._checks.StatementCheck` (a mixin: it uses its state)."""
+
+    __slots__ = ()
+
+    # -- masking ---------------------------------------------------------------------
+
+    def masking(self, st: StatementAnalysis, used: set[ColumnId]) -> None:
+        masks = self.mask_set
+        if not masks.masks:
+            return
+        if self.rewriter is not None and (st.node in _REWRITTEN or (st.node == "CopyStmt"
+                                                                   and st.copy_target == "stdout")):
+            self.masking_upstream(st, used)
+            return
+        # Statements the rewrite does not touch (EXPLAIN, PREPARE / EXECUTE, DECLARE / FETCH, DDL that
+        # stores its query): their text persists or is shown upstream, so masks are placed on outputs
+        # and masked columns stay out of their predicates, as before the rewrite.
+        # Most statements read no masked column at all: one look at each distinct column
+        # read anywhere settles that, and then nothing below could mask, deny or scrub.
+        read = used | st.referenced
+        # Every check below is about masked columns of these sets (all subsets of ``read``):
+        # intersecting with the few masked ones spares a mask lookup per column and check.
+        masked = masks.masked(read)
+        if not masked:
+            self.scrub_errors = False
+            return
+        hit = frozenset(masked)
+        masking = self.policy.masking
+        find = masks.find
+        touched = False
+        shifted = False  # an earlier output expanded to an unknown number of columns
+        for position, out in enumerate(st.outputs):
+            after_unknown, shifted = shifted, shifted or out.expands
+            if hit.isdisjoint(out.sources):
+                continue  # no masked column, and no '*' a mask may cover
+            found: list[tuple[ColumnId, ColumnMask]] | None = None
+            for source in out.sources:
+                if source.column == "*":
+                    if masks.may_cover_table(source.schema, source.table):
+                        self.deny("catalog_needed", f"cannot tell which columns of {source.schema}."
+                                  f"{source.table} are masked without the target's catalog; name the columns "
+                                  "you need instead of * or whole rows")
+                    continue
+                mask = find(source)
+                if mask is not None:
+                    if found is None:
+                        found = []
+                    found.append((source, mask))
+            if not found:
+                continue
+            touched = True
+            if out.expands or after_unknown:
+                self.deny("unknown_columns", f"cannot tell how many columns output {position + 1} expands to, "
+                          f"so masks for {source_list(found)} cannot be placed; select named columns, or give "
+                          "set-returning functions a column definition list")
+                continue
+            source, mask = found[0] if len(found) == 1 else min(found)
+            same = len(found) == 1 or all(m is mask for _, m in found)
+            if out.plain and same and not out.whole_row:
+                self.masks.append(MaskAction(position, out.name, mask.strategy.value, source, False, mask.keep,
+                                             out.origin, mask))
+            elif masking.on_expression == "deny":
+                self.deny("masked_expression", f"output {out.name!r} is computed from masked column {source}; "
+                          "select the column itself (it is masked) or leave it out")
+            else:
+                self.masks.append(MaskAction(position, out.name, MaskStrategy.REDACT.value, source, True, 0,
+                                             out.origin))
+        predicate = st.predicate_sources & hit
+        if predicate:
+            touched = True
+            if not masking.allow_in_predicates:
+                cols = ", ".join(str(c) for c in sorted(predicate))
+                self.deny("masked_predicate", f"masked column(s) {cols} may not be used to filter, join, group or "
+                          "sort: that would reveal their values; filter on other columns")
+        written = st.written_sources & hit
+        if written:
+            cols = ", ".join(str(c) for c in sorted(written))
+            self.deny("masked_data_laundering", f"this statement would copy masked column(s) {cols} into a "
+                      "table (or pass them to an execution), where they would no longer be masked")
+        if not hit.isdisjoint(st.referenced):
+            touched = True  # e.g. ssn::int in a sub-query the output never shows: its error would
+        if st.node == "CopyStmt" and any(m for m in self.masks):
+            self.deny("copy_masked", "COPY output is not masked by the gateway; use SELECT for tables with "
+                      "masked columns (its results are masked)")
+        self.scrub_errors = touched or bool(self.masks)
+
+
+    def masking_upstream(self, st: StatementAnalysis, used: set[ColumnId]) -> None:
+        """Masks substituted inside the statement (policy/_rewrite.py): every read reference to a
+        relation carrying a masked column becomes a masking derived table, so predicates, aggregates,
+        joins and functions see masked values and nothing needs denying for reads. What stays refused:
+        masked data written into tables, and a DML target's masked columns in its predicates or
+        RETURNING (a target cannot be wrapped)."""
+        masks = self.mask_set
+        rewriter = self.rewriter
+        catalog = self.catalog
+        copy_relation = st.node == "CopyStmt" and bool(st.extras.get("copy_relation"))
+        covered: set[tuple[str, str]] = set()  # tables whose masked values the wrapped references mask
+        referenced: set[tuple[str, str]] = set()
+        origins: set[tuple[int, int]] = set()
+        for ref in st.relation_refs:
+            referenced.add((ref.schema, ref.name))
+            body, raw, refusal = rewriter.wrap(ref, masks, catalog)  # type: ignore[union-attr]
+            if refusal:
+                self.deny("mask_key_unavailable", f"{ref.schema}.{ref.name}: {refusal}, so its masks cannot be "
+                          "applied; ask the gateway's administrators")
+                continue
+            if body is None:
+                continue
+            covered.add((ref.schema, ref.name))
+            for _, _, sources, _ in ref.columns:
+                covered.update((c.schema, c.table) for c in sources)
+            covered.update(rewriter.descendants(catalog).get((ref.schema, ref.name), ()))  # type: ignore[union-attr]
+            origins |= raw
+            self.rewrites.append((ref, body, [o.name for o in st.outputs] if copy_relation else None))
+        for rel in st.relations:
+            # A relation read through a path the rewrite has no splice point for: refuse, never guess.
+            if (rel.access is Access.READ and rel.via_view is None and rel.resolved
+                    and (rel.schema, rel.name) not in referenced and rel.schema not in builtins.SYSTEM_SCHEMAS):
+                found = catalog.resolve_relation(rel.schema, rel.name)
+                if found is not None and any(masks.find(ColumnId(rel.schema, rel.name, c.name))
+                                             for c in found.columns):
+                    self.deny("rewrite_incomplete", f"{rel.qualified} has masked columns and is read where the "
+                              "gateway cannot place its masks; read it in a FROM clause")
+        if self.rewrites and st.node == "CopyStmt":
+            options = st.extras.get("copy_options") or {}
+            if str(options.get("format", "")).lower() == "binary":  # type: ignore[union-attr]
+                self.deny("copy_binary_masked", "binary COPY of a table with masked columns is refused; use "
+                          "FORMAT text or csv (masked values are text)")
+        read = used | st.referenced
+        masked = masks.masked(read)
+        if not masked and not self.rewrites:
+            self.scrub_errors = False
+            return
+        hit = frozenset(masked)
+        masking = self.policy.masking
+        find = masks.find
+        targets = {(r.schema, r.name) for r in st.relations if r.access in WRITE_ACCESSES}
+        for position, out in enumerate(st.outputs):
+            if hit.isdisjoint(out.sources):
+                continue
+            found: list[tuple[ColumnId, ColumnMask]] = []
+            for source in out.sources:
+                if source.column == "*":
+                    if masks.may_cover_table(source.schema, source.table):
+                        self.deny("catalog_needed", f"cannot tell which columns of {source.schema}."
+                                  f"{source.table} are masked without the target's catalog; name the columns "
+                                  "you need instead of * or whole rows")
+                    continue
+                mask = find(source)
+                if mask is not None:
+                    found.append((source, mask))
+            if not found:
+                continue
+            source, mask = found[0] if len(found) == 1 else min(found)
+            if any((c.schema, c.table) in targets for c, _ in found):
+                self.deny("masked_returning", f"output {out.name!r} returns masked column {source} of the "
+                          "table this statement writes, which cannot be masked inside the statement; leave it "
+                          "out of RETURNING")
+                continue
+            if any((c.schema, c.table) not in covered for c, _ in found):
+                self.deny("rewrite_incomplete", f"output {out.name!r} derives from masked column {source}, "
+                          "whose masks the gateway could not place; select it from a table in FROM")
+                continue
+            same = len(found) == 1 or all(m is mask for _, m in found)
+            if out.plain and same and not out.whole_row:
+                self.masks.append(MaskAction(position, out.name, mask.strategy.value, source, False, mask.keep,
+                                             out.origin, mask))
+            elif masking.on_expression == "deny":
+                self.deny("masked_expression", f"output {out.name!r} is computed from masked column {source}, "
+                          "which this policy refuses (masking.on_expression: deny); select the column itself")
+            else:
+                self.masks.append(MaskAction(position, out.name, MaskStrategy.REDACT.value, source, True, 0,
+                                             out.origin))
+        predicate = st.predicate_sources & hit
+        if predicate:
+            exposed = sorted(c for c in predicate if (c.schema, c.table) in targets or (c.schema, c.table)
+                             not in covered)
+            if exposed and not masking.allow_in_predicates:
+                cols = ", ".join(str(c) for c in exposed)
+                self.deny("masked_predicate", f"masked column(s) {cols} of the table this statement writes may "
+                          "not be used to filter, join or sort: they cannot be masked inside the statement, so "
+                          "the predicate would reveal their values; filter on other columns")
+        written = st.written_sources & hit
+        if written:
+            cols = ", ".join(str(c) for c in sorted(written))
+            self.deny("masked_data_laundering", f"this statement would copy masked column(s) {cols} into a "
+                      "table (or pass them to an execution), where they would no longer be masked")
+        self.upstream = bool(self.rewrites)
+        self.raw_origins = frozenset(origins)
+        # Errors over masked values quote masked values only, but stay withheld as before whenever the
+        # statement uses a masked column: a second net, should a value ever escape the rewrite.
+        self.scrub_errors = bool(masked) or bool(self.masks)
+
+
+_REWRITTEN = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+
+
+def _has_literal(sql: str) -> bool:
+    try:
+        text = parser.parse_sql_json(sql)
+    except ParseError:
+        return True
+    return '"A_Const"' in text and ('"sval"' in text or '"ival"' in text or '"fval"' in text
+                                    or '"bsval"' in text)
+
+
+def source_list(found: list[tuple[ColumnId, ColumnMask]]) -> str:
+    return ", ".join(sorted({str(c) for c, _ in found}))
+
