@@ -150,7 +150,7 @@ class StatementCheck(MaskPlanning):
         if st.copy_target in ("file", "program"):
             self.deny("server_file_access", f"COPY to or from a server {st.copy_target} is refused; use COPY … "
                       "TO STDOUT / FROM STDIN, which the client handles")
-        if st.extras.get("discard") == "DISCARD_ALL":
+        if st.details.discard == "DISCARD_ALL":
             self.deny("session_change", "DISCARD ALL would undo the session settings the gateway pins; "
                       "reconnect instead")
         if st.node == "NotifyStmt" and self.rule.read_only():
@@ -162,7 +162,7 @@ class StatementCheck(MaskPlanning):
     def relations(self, st: StatementAnalysis) -> None:
         memo = self.memo
         name, search_path, masked = self.rule.name, self.catalog.search_path, bool(self.mask_set.masks)
-        pins = st.extras.get("catalog_pins")
+        pins = st.details.catalog_pins
         for rel in st.relations if len(st.relations) == 1 else dict.fromkeys(st.relations):
             if rel.schema == "pg_catalog" and rel.name in builtins.PINNED_CATALOGS and rel.via_view is None:
                 # depends on this statement's WHERE clause: not memoised
@@ -542,7 +542,7 @@ class StatementCheck(MaskPlanning):
     def settings(self, st: StatementAnalysis) -> None:
         for change in st.settings:
             name = change.name
-            if st.extras.get("alter_system"):
+            if st.details.alter_system:
                 continue  # denied as a statement already
             if name == "all" and change.reset:
                 continue  # pinned settings come from the start-up packet: RESET ALL returns to them
@@ -603,4 +603,4 @@ def _approval_hint(rule: Rule) -> str:
 def _destructive_alter(st: StatementAnalysis) -> bool:
     if st.node != "AlterTableStmt":
         return False
-    return any(sub.startswith(_DESTRUCTIVE_ALTERS) for sub in st.extras.get("alter_subtypes", ()))
+    return any(sub.startswith(_DESTRUCTIVE_ALTERS) for sub in st.details.alter_subtypes)

@@ -180,7 +180,7 @@ class MaskPlanning:
         masks = self.mask_set
         rewriter = self.rewriter
         catalog = self.catalog
-        copy_relation = st.node == "CopyStmt" and bool(st.extras.get("copy_relation"))
+        copy_relation = st.node == "CopyStmt" and st.details.copy_relation
         covered: set[tuple[str, str]] = set()  # tables whose masked values the wrapped references mask
         referenced: set[tuple[str, str]] = set()
         origins: set[tuple[int, int]] = set()
@@ -209,7 +209,7 @@ class MaskPlanning:
                     self.deny("rewrite_incomplete", f"{rel.qualified} has masked columns and is read where the "
                               "gateway cannot place its masks; read it in a FROM clause")
         if self.rewrites and st.node == "CopyStmt":
-            options = st.extras.get("copy_options") or {}
+            options = st.details.copy_options or {}
             if str(options.get("format", "")).lower() == "binary":  # type: ignore[union-attr]
                 self.deny("copy_binary_masked", "binary COPY of a table with masked columns is refused; use "
                           "FORMAT text or csv (masked values are text)")

@@ -9,6 +9,7 @@ non-empty ``unknown`` as a reason to deny, never as "probably fine".
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
@@ -144,6 +145,23 @@ class SettingChange:
     reset: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class StatementDetails:
+    """Facts only some statement kinds have; typed, so nothing is read by string key."""
+
+    dropped_name: str | None = None  # DEALLOCATE / CLOSE: the name, or None for ALL
+    discard: str | None = None  # DISCARD_ALL, DISCARD_PLANS, DISCARD_SEQUENCES, DISCARD_TEMP
+    alter_system: bool = False
+    alter_subtypes: tuple[str, ...] = ()  # ALTER TABLE sub-commands (AT_Drop, AT_AlterColumnType…)
+    copy_relation: bool = False  # COPY t [(cols)]: the mask rewrite turns it into COPY (SELECT …)
+    copy_options: Mapping[str, object] | None = None  # COPY … WITH (format …)
+    catalog_pins: Mapping[str, list] | None = None  # pinned reads of catalog views (see builtins.PINNED_CATALOGS)
+    from_session: str | None = None  # EXECUTE / FETCH: the text of the prepared statement or cursor
+
+
+NO_DETAILS = StatementDetails()
+
+
 @dataclass(slots=True, eq=False)
 class StatementAnalysis:
     """Facts about one top-level statement (nested parts folded in, and kept).
@@ -183,7 +201,7 @@ class StatementAnalysis:
     # COPY targets, a constant WHERE): the verdict may then only be reused for this
     # exact text, never for the same statement with other literals.
     literal_dependent: bool = True
-    extras: dict[str, object] = field(default_factory=dict, compare=False)
+    details: StatementDetails = field(default_factory=lambda: NO_DETAILS, compare=False)
     relation_refs: tuple[RelationRef, ...] = ()  # read references to catalog relations, for the mask rewrite
 
     @property

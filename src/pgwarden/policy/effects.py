@@ -45,12 +45,12 @@ def _one(index: int, st: StatementAnalysis) -> StatementEffects | None:
     if node == "DeclareCursorStmt" and st.cursor_name:
         return StatementEffects(index, declares=st.cursor_name, schema_changed=ddl, analysis=st)
     if node == "DeallocateStmt":
-        name = st.extras.get("name")
+        name = st.details.dropped_name
         return StatementEffects(index, deallocates=ALL if name is None else str(name))
     if node == "ClosePortalStmt":
-        name = st.extras.get("name")
+        name = st.details.dropped_name
         return StatementEffects(index, closes=ALL if name is None else str(name))
-    if node == "DiscardStmt" and st.extras.get("discard") == "DISCARD_ALL":
+    if node == "DiscardStmt" and st.details.discard == "DISCARD_ALL":
         return StatementEffects(index, deallocates=ALL, closes=ALL)
     ends = node == "TransactionStmt" and st.command_tag in _TXN_END
     if ddl or st.copy_target or ends:

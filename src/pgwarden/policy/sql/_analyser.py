@@ -25,7 +25,16 @@ import orjson
 from pglast import parser
 from pglast.parser import ParseError
 
-from ..analysis import Access, Analysis, ColumnId, SettingChange, StatementAnalysis, StatementClass
+from ..analysis import (
+    NO_DETAILS,
+    Access,
+    Analysis,
+    ColumnId,
+    SettingChange,
+    StatementAnalysis,
+    StatementClass,
+    StatementDetails,
+)
 from ..builtins import LITERAL_FUNCTIONS
 from ._lineage import QueryWalker
 from ._scope import EMPTY, Facts, Scope, Value, to_outputs
@@ -227,7 +236,7 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
     referenced = facts.referenced
     if predicate_sources or written_sources:
         referenced = referenced | predicate_sources | written_sources
-    # Facts carried in ``extra`` become fields; what is left stays in ``extras``.
+    # Facts carried in ``extra`` become fields; the rest become the typed ``details``.
     settings = extra.pop("settings", ()) if extra else ()
     explain_analyze = extra.pop("explain_analyze", False) if extra else False
     copy_target = extra.pop("copy_target", None) if extra else None
@@ -237,7 +246,7 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
     cursor_name = extra.pop("cursor_name", None) if extra else None
     creates_temp = extra.pop("creates_temp", False) if extra else False
     if walker.pins:
-        extra["catalog_pins"] = walker.pins  # read by _checks.StatementCheck._pinned_catalog
+        extra["catalog_pins"] = walker.pins
     return StatementAnalysis(  # every field, in declaration order
         text,
         kind,  # node
@@ -264,7 +273,7 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
         tuple(dict.fromkeys(facts.unknown)) if facts.unknown else (),  # unknown
         (kind not in _QUERIES or facts.missing_where or bool(walker.pins)
          or (bool(functions) and any(f.name in LITERAL_FUNCTIONS for f in functions))),  # literal_dependent
-        extra,  # extras
+        StatementDetails(**extra) if extra else NO_DETAILS,  # details
         tuple(facts.relation_refs) if facts.relation_refs else (),  # relation_refs
     )
 
@@ -452,9 +461,9 @@ def _utility(kind: str, node: Node, walker: QueryWalker, facts: Facts, access: A
     if kind == "DiscardStmt":
         extra["discard"] = node.get("target")  # DISCARD_ALL, DISCARD_PLANS, DISCARD_SEQUENCES, DISCARD_TEMP
     if kind == "DeallocateStmt":
-        extra["name"] = node.get("name")  # None: DEALLOCATE ALL
+        extra["dropped_name"] = node.get("name")  # None: DEALLOCATE ALL
     if kind == "ClosePortalStmt":
-        extra["name"] = node.get("portalname")  # None: CLOSE ALL
+        extra["dropped_name"] = node.get("portalname")  # None: CLOSE ALL
     if kind == "AlterTableStmt":
         extra["alter_subtypes"] = tuple(
             (cmd.get("AlterTableCmd") or {}).get("subtype", "") for cmd in node.get("cmds") or ())
