@@ -30,6 +30,25 @@ HOUR_MS = 3_600_000
 _scopes = itertools.count(1)
 
 
+def run_async(fn: Any) -> Any:
+    """``asyncio.run(fn())`` on a thread of its own (Playwright's sync API keeps a loop in the main thread)."""
+    out: list[Any] = []
+    errors: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            out.append(asyncio.run(fn()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
 def write_config(directory: Path, issuer: DevIssuer, *, store: str | None = None, target_dsn: str | None = None,
                  journal: str = "journal") -> Path:
     """A pgwarden.yaml trusting the dev issuer; approvals in ``approvals.db`` unless ``store`` is given."""
@@ -103,7 +122,7 @@ def hold(config_path: Path, statement: str = "DROP TABLE public.orders", *, requ
         finally:
             await broker.close()
 
-    return asyncio.run(go())
+    return run_async(go)
 
 
 def get_request(config_path: Path, request_id: str) -> ApprovalRequest:
@@ -115,7 +134,7 @@ def get_request(config_path: Path, request_id: str) -> ApprovalRequest:
         finally:
             await broker.close()
 
-    return asyncio.run(go())
+    return run_async(go)
 
 
 class ServerThread:
@@ -193,3 +212,39 @@ def call(url: str, method: str = "GET", *, token: str | None = None, body: Any =
             return Reply(resp.status, resp.headers, resp.read())
     except urllib.error.HTTPError as err:
         return Reply(err.code, err.headers, err.read())
+
+
+SAMPLE_COLUMNS = ["id", "email", "card_number"]
+SAMPLE_ROWS = [["1", "a***@example.org", "************1111"], ["2", None, "<b>************4242</b>"]]
+
+
+def write_journal(journal_dir: Path, *, subject: str = "agent-7", groups: Sequence[str] = ("ai-agents",),
+                  target: str = "main") -> str:
+    """A session written by a real AuditRecorder: an allowed read with a masked sample, a held DDL that was
+    approved, and a denied statement. Returns the session id."""
+    from pgwarden.audit import AuditRecorder, AuditSettings, result_digest, schema
+
+    recorder = AuditRecorder(AuditSettings(journal_dir=journal_dir, checkpoint_every=2))
+    try:
+        session = recorder.start_session(subject, list(groups), "mcp", target, client_address="127.0.0.1",
+                                         auth_method="jwt")
+        text = "SELECT id, email, card_number FROM customers -- <script>alert(1)</script>"
+        with recorder.statement(session, text) as st:
+            st.decided({schema.DECISION: "allow", schema.RULE: "ai-agents", schema.POLICY_VERSION: "v1",
+                        schema.REASONS: ["masked: card_number is masked for ai-agents"],
+                        schema.MASKED_COLUMNS: ["public.customers.card_number"],
+                        schema.DB_OPERATION_NAME: "SELECT", schema.DB_COLLECTION_NAME: "public.customers"})
+            st.result(SAMPLE_COLUMNS, SAMPLE_ROWS, len(SAMPLE_ROWS), result_digest(SAMPLE_COLUMNS, SAMPLE_ROWS))
+        with recorder.statement(session, "ALTER TABLE orders ADD COLUMN note text") as st:
+            st.decided({schema.DECISION: "needs_approval", schema.RULE: "ai-agents",
+                        schema.REASONS: ["approval_required: DDL waits for a DBA"]})
+            st.approval_requested("apr_journal1", ["dba"])
+            st.approval_decided("apr_journal1", "alice", "approved", 4200.0)
+        with recorder.statement(session, "SELECT * FROM secrets") as st:
+            st.decided({schema.DECISION: "deny", schema.RULE: "ai-agents",
+                        schema.REASONS: ["table_denied: public.secrets is not allowed"]})
+            st.error("42501", "public.secrets is not allowed")
+        session.end()
+        return session.id
+    finally:
+        recorder.close()

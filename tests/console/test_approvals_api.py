@@ -146,3 +146,17 @@ def test_store_down_is_503(tmp_path: Path, issuer) -> None:
             assert reply.json()["error"]["code"] == "approval_store_unavailable"
         # Authentication still comes first: a bad token is 401 even when the store is down.
         assert call(api(server), token="x.y.z").status == 401
+
+
+def test_console_post_without_csrf_changes_nothing(site, issuer) -> None:
+    server, config = site
+    req = hold(config, "DROP TABLE public.csrf_target")
+    cookie = {"Cookie": f"pgwarden_console={tok(issuer, 'alice', 'dba')}",
+              "Content-Type": "application/x-www-form-urlencoded"}
+    for form in (b"window=", b"window=&csrf=forged"):
+        reply = call(f"{server.url}/console/approvals/{req.id}/approve", "POST", raw=form, headers=cookie)
+        assert reply.status == 403 and b"csrf_failed" in reply.body
+    page = call(f"{server.url}/console/approvals", headers={"Cookie": cookie["Cookie"]})
+    assert page.status == 200 and "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert cookie["Cookie"].split("=", 1)[1] not in page.body.decode()
+    assert get_request(config, req.id).pending
