@@ -37,6 +37,7 @@ _DESTRUCTIVE_ALTERS = ("AT_Drop", "AT_AlterColumnType")
 _TRIGGERS = {StatementClass(t.value): t for t in ApprovalTrigger if t.value in StatementClass._value2member_map_}
 _SENSITIVE_TABLE_NAMES = frozenset(table for _, table in builtins.SENSITIVE_TABLES)
 _TEXT_TABLE_NAMES = frozenset(table for _, table, _ in builtins.OBJECT_TEXT_COLUMNS)
+_TEXT_SEMANTICS = frozenset({"client_encoding", "standard_conforming_strings", "backslash_quote"})
 _READ_ONLY_SETTINGS = frozenset({"default_transaction_read_only", "transaction_read_only",
                                  "session_characteristics.transaction_read_only"})
 
@@ -534,6 +535,13 @@ class StatementCheck(MaskPlanning):
             except ValueError:
                 return False
             return 0 < ms <= limits[name]
+        text = value.strip().strip("'\"").lower()
+        if name == "client_encoding":
+            return text.replace("-", "").replace("_", "") in ("utf8", "unicode")
+        if name == "standard_conforming_strings":
+            return text in ("on", "true", "1", "yes")
+        if name == "backslash_quote":
+            return text in ("off", "false", "0", "no")
         if name in _READ_ONLY_SETTINGS:
             # READ ONLY tightens whatever the rule allows (what JDBC's setReadOnly(true) sends)
             return value.strip().strip("'").lower() in ("on", "true", "1", "yes", "t", "y")
@@ -549,6 +557,8 @@ class StatementCheck(MaskPlanning):
             reason = builtins.PINNED_SETTINGS.get(name)
             if reason is not None and not change.reset and self._same_as_pinned(name, change.value):
                 continue
+            if reason is not None and change.reset and name in _TEXT_SEMANTICS:
+                continue  # RESET returns to the start-up packet's value, which the gateway pinned
             if reason is not None:
                 verb = "RESET" if change.reset else "SET"
                 self.deny("session_change", f"{verb} {name} is refused: {reason}")

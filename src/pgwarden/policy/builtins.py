@@ -210,8 +210,8 @@ TOAST_DENIAL = Denial(
 # Settings any client may change: encodings and formats drivers set on connect,
 # and planner knobs that cannot widen what a statement may touch.
 HARMLESS_SETTINGS: tuple[str, ...] = (
-    "client_encoding", "datestyle", "intervalstyle", "timezone", "extra_float_digits", "bytea_output",
-    "client_min_messages", "standard_conforming_strings", "xmlbinary", "xmloption", "lc_monetary",
+    "datestyle", "intervalstyle", "timezone", "extra_float_digits", "bytea_output",
+    "client_min_messages", "xmlbinary", "xmloption", "lc_monetary",
     "lc_numeric", "lc_time", "default_transaction_isolation", "transaction_isolation",
     "default_transaction_deferrable", "transaction_deferrable", "transaction.transaction_isolation",
     "session_characteristics.transaction_isolation", "session_characteristics.transaction_deferrable",
@@ -220,7 +220,7 @@ HARMLESS_SETTINGS: tuple[str, ...] = (
     "cpu_*_cost", "effective_cache_size", "geqo", "geqo_*", "join_collapse_limit", "from_collapse_limit",
     "plan_cache_mode", "max_parallel_workers_per_gather", "parallel_*_cost", "constraint_exclusion",
     "cursor_tuple_fraction", "default_statistics_target", "synchronous_commit", "array_nulls",
-    "backslash_quote", "escape_string_warning", "quote_all_identifiers", "gin_fuzzy_search_limit",
+    "escape_string_warning", "quote_all_identifiers", "gin_fuzzy_search_limit",
     "temp_buffers", "hash_mem_multiplier", "force_parallel_mode", "debug_parallel_query",
     "default_text_search_config", "check_function_bodies", "idle_session_timeout",
 )
@@ -240,6 +240,13 @@ PINNED_SETTINGS: dict[str, str] = {
     "row_security": "row security must stay on",
     "session_replication_role": "session_replication_role disables triggers and foreign keys",
     "default_tablespace": "tablespaces are chosen by the DBA",
+    # How the server reads text: the analysis read it as UTF-8 with standard conforming strings, so
+    # another encoding (one where a backslash can end a character) or escape-string semantics would
+    # let the server see statements inside what the gateway judged a literal. SET to the pinned value
+    # and RESET (back to the start-up packet's value) are harmless.
+    "client_encoding": "the gateway reads statements as UTF-8; client_encoding stays UTF8",
+    "standard_conforming_strings": "the gateway reads string literals with standard_conforming_strings on",
+    "backslash_quote": "the gateway pins backslash_quote off",
     "temp_tablespaces": "tablespaces are chosen by the DBA",
 }
 
