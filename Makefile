@@ -18,6 +18,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 test: $(STAMP) lint
+	@# The browser tests drive Debian's chromium through Playwright; install it when missing (skipped where apt is not).
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) || true
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
