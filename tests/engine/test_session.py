@@ -169,9 +169,9 @@ def test_cursor_and_prepared_statement_keep_their_masks(cases_db: str) -> None:
     assert results[5].results[0].rows == [("[masked]",), ("[masked]",)]
 
 
-def test_unknown_cursor_and_discard_all_are_refused(cases_db: str) -> None:
+def test_unknown_cursor_and_role_changes_are_refused(cases_db: str) -> None:
     gateway = make_gateway(cases_db)
-    for sql in ("FETCH ALL FROM elsewhere", "EXECUTE never_prepared", "DISCARD ALL", "SET ROLE postgres"):
+    for sql in ("FETCH ALL FROM elsewhere", "EXECUTE never_prepared", "SET ROLE postgres"):
         with pytest.raises(StatementRefused):
             run(gateway, AGENT, sql)
 
@@ -300,3 +300,25 @@ def test_missing_secrets_are_clear_errors_not_crashes(cases_db: str, monkeypatch
     assert proc.returncode == 0, proc.stderr
     assert "secret_env_unset" in proc.stderr and "Traceback" not in proc.stderr
     assert "decision: allow" in proc.stdout
+
+
+def test_with_its_own_login_a_rule_may_discard_all_and_stays_pinned(cases_db: str) -> None:
+    # The rule logs in as a least-privilege role of its own: DISCARD ALL (SESSION AUTHORIZATION
+    # DEFAULT, RESET ALL) returns to that login and to the pinned start-up values, never wider.
+    role = f"pgw_login_{os.getpid()}"
+    with psycopg.connect(cases_db, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT SELECT ON customers, orders TO {role}")
+    try:
+        gateway = make_gateway(cases_db, **{"ai-agents": {"upstream_login": {"user": role}}})
+        results = run(gateway, AGENT, "PREPARE p AS SELECT id FROM orders", "DISCARD ALL",
+                      "SELECT current_user, session_user", "SHOW default_transaction_read_only")
+        assert results[2].results[0].rows == [(role, role)]
+        assert results[3].results[0].rows == [("on",)]
+        with pytest.raises(StatementRefused):  # DISCARD ALL dropped p, and the session knows it
+            run(gateway, AGENT, "PREPARE p AS SELECT id FROM orders", "DISCARD ALL", "EXECUTE p")
+    finally:
+        with psycopg.connect(cases_db, autocommit=True) as conn:
+            conn.execute(f"REVOKE ALL ON customers, orders FROM {role}")
+            conn.execute(f"DROP ROLE IF EXISTS {role}")

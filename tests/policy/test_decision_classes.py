@@ -82,7 +82,6 @@ DENY = [
     ("SET statement_timeout = 0", "session_change"),
     ("SET statement_timeout = '1h'", "session_change"),
     ("SET lock_timeout = 0", "session_change"),
-    ("DISCARD ALL", "session_change"),
     ("SET session_replication_role = replica", "session_change"),
     ("SET row_security = off", "session_change"),
     ("SET app.tenant_id = '42'", "setting_not_allowed"),
@@ -430,3 +429,21 @@ def test_shape_cache_serves_new_literals_but_never_literal_dependent_verdicts() 
     # ORDER BY positions are part of the shape
     assert w.decide("SELECT full_name, email FROM customers ORDER BY 1").decision is Decision.ALLOW
     assert w.decide("SELECT full_name, email FROM customers ORDER BY 2").decision is Decision.ALLOW  # masked inside
+
+
+def test_discard_all_is_refused_only_where_it_would_drop_the_assumed_role() -> None:
+    from pgwarden.policy.catalog import builtin_catalog
+    from pgwarden.policy.decision import Decider
+    from pgwarden.policy.language import PolicyDocument, Rule, UpstreamLogin
+
+    def decide(**rule):
+        policy = PolicyDocument(rules=[Rule(name="r", target="main", **rule)])
+        return Decider(policy, version="v").decide("DISCARD ALL", subject="a", groups=(), target="main",
+                                                    catalog=builtin_catalog())
+
+    widened = decide(upstream_role="agent_ro")  # the login is wider than the role SET on top of it
+    assert widened.decision is Decision.DENY and widened.reasons[0].code == "session_change"
+    assert "upstream_login" in widened.reasons[0].message
+    assert decide(upstream_role="agent_ro", upstream_login=UpstreamLogin(user="agent_ro")).allowed
+    assert decide(upstream_login=UpstreamLogin(user="agent_ro")).allowed
+    assert decide().allowed  # no role assumed: nothing to drop

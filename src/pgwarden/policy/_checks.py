@@ -151,12 +151,20 @@ class StatementCheck(MaskPlanning):
         if st.copy_target in ("file", "program"):
             self.deny("server_file_access", f"COPY to or from a server {st.copy_target} is refused; use COPY … "
                       "TO STDOUT / FROM STDIN, which the client handles")
-        if st.details.discard == "DISCARD_ALL":
-            self.deny("session_change", "DISCARD ALL would undo the session settings the gateway pins; "
-                      "reconnect instead")
+        if st.details.discard == "DISCARD_ALL" and self._discard_widens():
+            self.deny("session_change", "DISCARD ALL would drop the role the gateway assumes for this rule "
+                      "(it runs SET SESSION AUTHORIZATION DEFAULT); reconnect instead, or have the rule log "
+                      "in as its own role (upstream_login)")
         if st.node == "NotifyStmt" and self.rule.read_only():
             d = builtins.NOTIFY_DENIAL
             self.deny(d.code, f"NOTIFY {d.message}")
+
+    def _discard_widens(self) -> bool:
+        # SESSION AUTHORIZATION DEFAULT returns to the login role: harmless unless the rule narrows
+        # itself with SET ROLE on top of a wider login (RESET ALL returns to the pinned start-up values).
+        role = self.rule.upstream_role
+        login = self.rule.upstream_login
+        return bool(role) and (login is None or login.user != role)
 
     # -- relations -------------------------------------------------------------------
 
