@@ -353,3 +353,25 @@ def test_the_session_remembers_what_the_server_remembers_after_a_failed_text(cas
     values = [v for row in result.results[-1].rows for v in row]
     assert values and all(v.startswith("*") for v in values), values
     assert "4111111111111111" not in repr(values)
+
+
+def test_one_text_gets_one_deadline(cases_db: str) -> None:
+    # Each statement is under the rule's statement_timeout; together they are not.
+    import time
+
+    gateway = make_gateway(cases_db, **{"ai-agents": {"statement_timeout": "1s"}})
+    started = time.monotonic()
+    with pytest.raises(GatewayError) as err:
+        run(gateway, AGENT, "SELECT pg_sleep(0.6); SELECT pg_sleep(0.6); SELECT pg_sleep(0.6); SELECT 1")
+    assert err.value.code == "text_timeout" and err.value.sqlstate == "57014"
+    assert time.monotonic() - started < 1.9
+    # the session is usable afterwards
+    assert run(gateway, AGENT, "SELECT 2")[0].results[0].rows == [("2",)]
+
+
+def test_a_few_huge_values_cannot_fill_the_gateway(cases_db: str) -> None:
+    gateway = make_gateway(cases_db, **{"ai-agents": {"max_result_bytes": 3_000_000, "max_rows": 1000}})
+    [result] = run(gateway, AGENT, "SELECT repeat('x', 1000000) FROM generate_series(1, 50)")
+    statement = result.results[0]
+    assert statement.truncated and 1 <= len(statement.rows) <= 4
+    assert sum(len(v) for row in statement.rows for v in row) <= 4_000_000
