@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pgwarden.console._core import ConsoleError, approver_groups, can_view, format_ms, parse_window
+from pgwarden.console import ConsoleError, approver_groups, can_view, format_ms, parse_window
 from pgwarden.engine.approvals import (
     ApprovalNotFound,
     ApprovalRefused,

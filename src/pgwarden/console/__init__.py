@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from ._core import ConsoleError, approver_groups, can_view, format_ms, parse_window
 from .api import api_routes
 from .highlight import highlight_sql
 from .web import web_routes
@@ -23,7 +24,8 @@ from .web import web_routes
 if TYPE_CHECKING:
     from pgwarden.engine.runtime import Runtime
 
-__all__ = ["build_app", "console_routes", "highlight_sql"]
+__all__ = ["ConsoleError", "approver_groups", "build_app", "can_view", "console_routes", "format_ms",
+           "highlight_sql", "parse_window"]
 
 
 def console_routes(runtime: Runtime) -> list[BaseRoute]:
