@@ -196,7 +196,7 @@ async def main(args: argparse.Namespace) -> None:
                 results[name] = {q: await measure(client, tool, arg, sql, n) for q, sql in QUERIES.items()}
                 if pid:
                     rss[name] = rss_mb(pid)
-        except Exception as exc:  # noqa: BLE001 - a peer that fails is reported, not fatal
+        except Exception as exc:
             print(f"  {name}: failed: {exc!r}"[:300], file=sys.stderr)
 
     await bench("pgwarden stdio", stdio(PYTHON, ["-m", "pgwarden.cli", "mcp", "--config", str(config)],
