@@ -69,3 +69,20 @@ def test_each_principal_gets_the_key_of_its_own_mask(gateway: Gateway, texts) ->
     agent = rows(gateway, Principal.local("agent", {"ai-agents"}), *texts)[-1]
     assert support == [(expected(b"key-b-0123456789abcdef", "*.*.email", "ada@example.org"),)]
     assert agent == [(expected(b"key-a-0123456789abcdef", "public.customers.email", "ada@example.org"),)]
+
+
+def test_the_upstream_text_kept_for_the_audit_trail_holds_no_key(gateway: Gateway) -> None:
+    async def go():
+        try:
+            async with Session(gateway, Principal.local("agent", {"ai-agents"}), "main") as session:
+                return await session.run("SELECT email FROM customers")
+        finally:
+            await gateway.close()
+
+    result = anyio.run(go)
+    key = derive_mask_key(b"key-a-0123456789abcdef", "public.customers.email")
+    assert "customers" in result.upstream_text and "sha256" in result.upstream_text  # the rewrite is shown
+    assert "<derived key withheld>" in result.upstream_text
+    from pgwarden.policy.masking import hmac_pads
+    for pad in hmac_pads(key):
+        assert pad not in result.upstream_text

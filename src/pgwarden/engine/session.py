@@ -29,7 +29,7 @@ import psycopg
 from psycopg import pq
 
 from pgwarden.policy.results import ColumnInfo, ResultScreen, ResultShapeMismatch, screen_error_fields
-from pgwarden.policy.sql import SessionFacts
+from pgwarden.policy.sql import SessionFacts, without_keys
 from pgwarden.policy.verdict import Decision, PinnedSettings, StatementPlan, Verdict
 
 from . import upstream
@@ -168,7 +168,9 @@ class Session:
         await self._after(conn, verdict, completed, failed=error is not None)
         if error is not None:
             raise error
-        return RunResult(verdict, results, list(self._notices), text, (time.perf_counter() - started) * 1000)
+        # What ran upstream, as the audit trail may keep it: the rewrite's derived keys withheld.
+        ran = without_keys(verdict.text_for_upstream(text))
+        return RunResult(verdict, results, list(self._notices), ran, (time.perf_counter() - started) * 1000)
 
     async def _stream(self, conn: psycopg.AsyncConnection, text: bytes, verdict: Verdict,
                       results: list[StatementResult]) -> UpstreamError | ResultShapeMismatch | None:

@@ -11,7 +11,7 @@ is SQL work too and lives here. Everything else in this package is private to it
 """
 
 from ._analyser import NO_SESSION, SessionFacts, analyse, shape_key
-from ._rewrite import RewriteError, RewritePlanner, apply, client_position, splices_for
+from ._rewrite import RewriteError, RewritePlanner, apply, client_position, splices_for, without_keys
 
 __all__ = ["NO_SESSION", "RewriteError", "RewritePlanner", "SessionFacts", "analyse", "apply",
-           "client_position", "shape_key", "splices_for"]
+           "client_position", "shape_key", "splices_for", "without_keys"]

@@ -337,3 +337,11 @@ class RewritePlanner:
             self._bodies.clear()
         self._bodies[key] = result
         return result
+
+
+_KEY_LITERAL = re.compile(r"pg_catalog\.decode\('[0-9a-f]{16,}', 'hex'\)")
+
+
+def without_keys(upstream_text: str) -> str:
+    """The upstream text as the audit trail may keep it: the derived hash keys spliced in are withheld."""
+    return _KEY_LITERAL.sub("pg_catalog.decode('<derived key withheld>', 'hex')", upstream_text)
