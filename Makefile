@@ -26,8 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/decide.py
 
 demo: $(STAMP)
-	@echo "make demo arrives with the quickstart issue; until then try:"
-	@echo "  $(BIN)/pgwarden check --config examples/public_cases.yaml --as agent --groups ai-agents --offline 'SELECT lower(card_number) FROM customers'"
+	$(BIN)/pgwarden demo --state .demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

@@ -54,7 +54,7 @@ def test_init_keeps_the_key_and_audience_is_configurable(tmp_path: Path) -> None
     first = pgwarden("token", "init", "--state", str(state), "--json")
     assert first.returncode == 0, first.stderr
     again = pgwarden("token", "init", "--state", str(state))
-    assert again.returncode == 0 and "issuer: pgwarden-dev-issuer" in again.stdout
+    assert again.returncode == 0 and "issuer: https://pgwarden-dev-issuer.invalid" in again.stdout
     assert DevIssuer.load(state).kid in first.stdout and DevIssuer.load(state).kid in again.stdout
     minted = pgwarden("token", "mint", "--sub", "svc", "--audience", "pgwarden-staging", "--state", str(state))
     claims = jwt.decode(minted.stdout.strip(), options={"verify_signature": False})

@@ -60,7 +60,7 @@ targets:
   main:
     dsn: "{dsn}"
 identity:
-  issuer: pgwarden-dev-issuer
+  issuer: https://pgwarden-dev-issuer.invalid
   audience: pgwarden
   jwks_file: {issuer.jwks_file}
   algorithms: [EdDSA]

@@ -78,10 +78,10 @@ def test_deny_needs_reason_then_denies(site, issuer) -> None:
     (lambda i: "not-a-jwt", "malformed_token"),
     (lambda i: i.mint("alice", ["dba"], now=time.time() - 7200, ttl_s=60), "token_expired"),
     (lambda i: i.mint("alice", ["dba"], audience="someone-else"), "wrong_audience"),
-    (lambda i: jwt.encode({"iss": "pgwarden-dev-issuer", "sub": "alice", "aud": "pgwarden", "groups": ["dba"],
+    (lambda i: jwt.encode({"iss": "https://pgwarden-dev-issuer.invalid", "sub": "alice", "aud": "pgwarden", "groups": ["dba"],
                            "exp": int(time.time()) + 600}, ed25519.Ed25519PrivateKey.generate(),
                           algorithm="EdDSA", headers={"kid": i.kid}), "bad_signature"),
-    (lambda i: jwt.encode({"iss": "pgwarden-dev-issuer", "sub": "alice", "aud": "pgwarden", "groups": ["dba"],
+    (lambda i: jwt.encode({"iss": "https://pgwarden-dev-issuer.invalid", "sub": "alice", "aud": "pgwarden", "groups": ["dba"],
                            "exp": int(time.time()) + 600}, "s" * 32, algorithm="HS256"), "algorithm_not_allowed"),
 ])
 def test_bad_tokens_are_401_and_change_nothing(site, issuer, make_token, code) -> None:

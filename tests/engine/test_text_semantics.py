@@ -72,7 +72,7 @@ def test_a_literal_that_hides_a_statement_stays_a_literal(hostile_db: str) -> No
         assert encoding != "UTF8" or scs == "off"
     gateway = Gateway(parse_config(yaml.safe_dump(yaml.safe_load(CONFIG % hostile_db)), "test"))
     anyio.run(gateway.refresh_catalog, "main")
-    [shown, smuggled, encoding, scs] = run(gateway, "SELECT 1", SMUGGLED, "SHOW client_encoding",
+    [_, smuggled, encoding, scs] = run(gateway, "SELECT 1", SMUGGLED, "SHOW client_encoding",
                                           "SHOW standard_conforming_strings")
     assert smuggled.results[0].rows == [("a\\'; DELETE FROM orders; --",)]
     assert encoding.results[0].rows == [("UTF8",)] and scs.results[0].rows == [("on",)]
@@ -108,5 +108,5 @@ def test_a_connection_that_reads_text_differently_is_not_used() -> None:
 def test_setting_them_to_what_is_pinned_is_fine(make_db, text: str) -> None:
     dsn = make_db("CREATE TABLE orders (id int)")
     gateway = Gateway(parse_config(yaml.safe_dump(yaml.safe_load(CONFIG % dsn)), "test"))
-    [result, encoding] = run(gateway, text, "SHOW client_encoding")
+    [_, encoding] = run(gateway, text, "SHOW client_encoding")
     assert encoding.results[0].rows == [("UTF8",)]

@@ -2,7 +2,7 @@
 
 ``mint`` prints only the token on stdout (``PGWARDEN_TOKEN=$(pgwarden token mint --sub alice --groups dba)``);
 the development-only warning goes to stderr every time. A gateway accepts the tokens only when its
-``identity`` names issuer ``pgwarden-dev-issuer`` and this state folder's key (``init`` prints the section).
+``identity`` names issuer ``https://pgwarden-dev-issuer.invalid`` and this state folder's key (``init`` prints the section).
 """
 
 from __future__ import annotations

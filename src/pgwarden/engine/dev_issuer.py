@@ -2,13 +2,13 @@
 
 This exists so the demo and a developer's laptop can run pgwarden without an identity provider. It is
 not an identity provider: whoever can read the state folder can mint a token for any subject and any
-group. Every token it mints says so (``iss: pgwarden-dev-issuer`` and a ``dev: true`` claim), and the
+group. Every token it mints says so (``iss: https://pgwarden-dev-issuer.invalid`` and a ``dev: true`` claim), and the
 ``pgwarden token`` command warns on stderr each time.
 
 A gateway accepts these tokens only when its ``identity`` section names this issuer and this key, e.g.::
 
     identity:
-      issuer: pgwarden-dev-issuer
+      issuer: https://pgwarden-dev-issuer.invalid
       audience: pgwarden
       jwks_file: .pgwarden-dev/jwks.json      # or public_key_file: .pgwarden-dev/dev-issuer.pub.pem
       algorithms: [EdDSA]
@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 __all__ = ["DEFAULT_AUDIENCE", "DEV_ISSUER", "WARNING", "DevIssuer", "DevIssuerError", "identity_yaml"]
 
-DEV_ISSUER = "pgwarden-dev-issuer"
+DEV_ISSUER = "https://pgwarden-dev-issuer.invalid"
 DEFAULT_AUDIENCE = "pgwarden"
 WARNING = ("pgwarden token: DEVELOPMENT-ONLY issuer — anyone who can read the state folder can mint any "
            "identity; never configure a production gateway to trust it")

@@ -46,10 +46,11 @@ class Runtime:
 
     @classmethod
     async def start(cls, config: GatewayConfig, *, identity: bool = True, approvals: bool = True,
-                    audit: bool = True, load_catalogs: bool = True) -> Runtime:
+                    audit: bool = True, load_catalogs: bool = True, span_processors: Sequence = ()) -> Runtime:
         """Build and start every part the configuration asks for.
 
         ``identity``: a door that verifies tokens needs ``identity`` configured (refused otherwise).
+        ``span_processors`` see every audit span too (the demo's per-statement log line).
         Catalogs are read from each reachable target; an unreachable one keeps the builtin
         catalog (statements that need the real one are refused with a reason saying so).
         """
@@ -69,7 +70,7 @@ class Runtime:
             if not settings.journal_dir.is_absolute():
                 settings = settings.model_copy(update={"journal_dir": base / settings.journal_dir})
             redact = gateway.detector.redact if gateway.detector is not None else None
-            recorder = AuditRecorder(settings, redact=redact)
+            recorder = AuditRecorder(settings, redact=redact, extra_processors=tuple(span_processors))
         runtime = cls(config, gateway, verifier, broker, recorder)
         if broker is not None:
             try:
