@@ -123,3 +123,60 @@ def _q(value: str) -> str:
 
 def admin_params(dsn: str) -> dict:
     return conninfo_to_dict(dsn)
+
+
+class RawClient:
+    """A protocol-level client over a plain socket: every byte the proxy sends is kept."""
+
+    def __init__(self, port: int, token: str, user: str = "agent", database: str = "main",
+                 params: dict | None = None, minor: int = 0, timeout: float = 20) -> None:
+        import socket
+
+        from pgwarden.wire_proxy import FrameReader, StartupMessage, encode
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.received = bytearray()
+        self.frames = FrameReader(1 << 30)
+        startup = {"user": user, "database": database, **(params or {})}
+        self.sock.sendall(encode(StartupMessage(startup, 3, minor)))
+        self.startup = self.read_until({ord("R")})
+        if self.startup[-1][0] == ord("R") and self.startup[-1][1][:4] == b"\0\0\0\x03":
+            from pgwarden.wire_proxy import PasswordMessage
+
+            self.sock.sendall(encode(PasswordMessage(token.encode() + b"\0")))
+            self.startup += self.read_until({ord("Z")})
+
+    def read_until(self, kinds: set[int], fatal_ends: bool = True) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        while True:
+            for frame in self.frames:
+                out.append((frame.type, frame.payload))
+                if frame.type in kinds or (fatal_ends and frame.type == ord("E") and b"SFATAL" in frame.payload):
+                    # keep what follows for the next read
+                    return out
+            data = self.sock.recv(1 << 16)
+            if not data:
+                return out
+            self.received += data
+            self.frames.feed(data)
+
+    def send(self, *msgs) -> None:
+        from pgwarden.wire_proxy import encode
+
+        self.sock.sendall(b"".join(encode(x) for x in msgs))
+
+    def query(self, sql: str) -> list[tuple[int, bytes]]:
+        from pgwarden.wire_proxy import Query
+
+        self.send(Query(sql))
+        return self.read_until({ord("Z")})
+
+    def extended(self, sql: str, params: tuple = ()) -> list[tuple[int, bytes]]:
+        from pgwarden.wire_proxy import Bind, Describe, Execute, Parse, Sync
+
+        self.send(Parse("", sql), Bind("", "", (), params, ()), Describe("P", ""), Execute("", 0), Sync())
+        return self.read_until({ord("Z")})
+
+    def close(self) -> None:
+        with __import__("contextlib").suppress(OSError):
+            self.sock.close()

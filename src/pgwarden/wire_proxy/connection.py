@@ -401,11 +401,22 @@ class ProxyConnection:
                 return
             self._push(_D, _DescCtx(stmt, None), _frame(_D, payload))
         else:
-            portal = self._portals.get(msg.name)
+            portal = self._portals.get(msg.name) or (self._cursor_portal(msg.name) if msg.name else None)
             if portal is None:
                 self._refuse(_D, m.error("ERROR", "34000", f"pgwarden: portal {msg.name!r} does not exist"))
                 return
             self._push(_D, _DescCtx(None, portal), _frame(_D, payload))
+
+    def _cursor_portal(self, name: str) -> _Portal | None:
+        # A cursor made by SQL DECLARE is a portal too (psycopg describes it before FETCH): its result is
+        # what FETCH from it returns, so that is what gets decided and screened.
+        sql = 'FETCH ALL FROM "' + name.replace('"', '""') + '"'
+        verdict = self.engine.decide(sql)
+        if verdict.decision is not Decision.ALLOW:
+            return None
+        portal = _Portal(_Stmt(sql, verdict, verdict.plans[0] if verdict.plans else None), ())
+        self._portals[name] = portal
+        return portal
 
     def _execute(self, msg: m.Execute, payload: bytes) -> None:
         portal = self._portals.get(msg.portal)

@@ -340,7 +340,10 @@ class ProxyServer:
                     pinned = self._pinned(session)
                     filtered = filter_startup_params(negotiation.params,
                                                      [*pinned_gucs(pinned), "application_name"])
-                    bad = [r for r in filtered.refused if r.code != "pinned"]
+                    # application_name is pinned to the principal: a client's own is dropped; any other pinned
+                    # setting or setting outside the allow list ends the start-up.
+                    bad = [r for r in filtered.refused
+                           if not (r.code == "pinned" and r.name.lower() == "application_name")]
                     if bad:
                         raise _Refused("42501", f"pgwarden: {bad[0].reason}",
                                        "remove it from the connection's options; the gateway pins session settings")
@@ -740,7 +743,7 @@ async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
             return sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
             fut = loop.create_future()
-            loop.add_reader(sock.fileno(), lambda: fut.done() or fut.set_result(None))
+            loop.add_reader(sock.fileno(), lambda f=fut: f.done() or f.set_result(None))
             try:
                 await fut
             finally:
