@@ -1,9 +1,10 @@
 """Red-team cases against the engine session, on a schema and policy of their own.
 
-Each test states the SECURE behaviour. Breaches found (the engine leaks today) are marked
-``xfail(strict=True, reason="BREACH: …")``: when one is fixed its test passes, strict xfail turns
-that into a failure, and the marker must be removed. A few attacks the engine correctly stops are
-kept (passing) so each class is documented. False denials are marked ``FALSE DENIAL``.
+Each test states the SECURE behaviour. The 18 breaches a red-team pass found are fixed and their
+tests pass (non-rewritten statements computing on masked columns: ``masked_not_rewritten``;
+statistics of partitions, children, indexes and materialised views; ``attmissingval``; mask text
+independent of DateStyle and kin). Attacks the engine stopped from the start are kept so each class
+is documented. Known false denials are ``xfail(strict=True, reason="FALSE DENIAL: …")``.
 
 Classes: statements that are not rewritten (PREPARE/EXECUTE, DECLARE/FETCH/MOVE, EXPLAIN ANALYZE)
 and keep output masks only; planner statistics; catalog columns; session settings that change a
@@ -162,8 +163,6 @@ def prepared(dsn: str, query: str) -> object:
 # a raw masked value into a row count, a plan row estimate, an error-or-not or a delay is an oracle.
 # ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="BREACH: EXPLAIN ANALYZE actual rows of an SRF sized by ascii() of a "
-                   "masked char reveal the char (plan text is not masked, SRF args are no predicate)")
 def test_explain_analyze_rows_reveal_masked_character(db: str) -> None:
     [out] = run(db, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT id, (SELECT count(*) FROM "
                     "generate_series(1, ascii(substr(national_id, 5, 1)))) FROM patients WHERE id = 1")
@@ -171,62 +170,46 @@ def test_explain_analyze_rows_reveal_masked_character(db: str) -> None:
     assert refused(out) or "rows=83" not in text_of(out)
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: EXECUTE of count(*) over an SRF in FROM whose argument is a "
-                   "masked column: lineage misses FROM-function arguments, count comes back unmasked")
 def test_prepared_count_over_srf_in_from_reveals_masked_character(db: str) -> None:
     out = prepared(db, "SELECT count(*) FROM patients p, generate_series(1, ascii(substr(p.national_id, 5, 1))) "
                        "WHERE p.id = 1")
     assert refused(out) or rows(out) != [("83",)]
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: EXECUTE of a scalar sub-query counting an SRF over a masked "
-                   "column returns the count unmasked (the outer reference is only in FROM-function args)")
 def test_prepared_scalar_subquery_srf_reveals_masked_character(db: str) -> None:
     out = prepared(db, "SELECT id, (SELECT count(*) FROM generate_series(1, ascii(substr(national_id, 5, 1)))) "
                        "AS n FROM patients WHERE id = 1")
     assert refused(out) or rows(out) != [("1", "83")]
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: EXECUTE of a select-list SRF sized by a masked column: the "
-                   "values are masked but the row count (SELECT 83) is the character code")
 def test_prepared_select_list_srf_row_count(db: str) -> None:
     out = prepared(db, "SELECT id, generate_series(1, ascii(substr(national_id, 5, 1))) FROM patients WHERE id = 1")
     assert refused(out) or out.results[-1].row_count != 83
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: DECLARE … ; MOVE ALL reports the row count of a select-list "
-                   "SRF sized by a masked column (MOVE 83)")
 def test_cursor_move_row_count(db: str) -> None:
     outs = run(db, "BEGIN", "DECLARE c CURSOR FOR SELECT id, generate_series(1, ascii(substr(national_id, 5, 1))) "
                             "FROM patients WHERE id = 1", "MOVE ALL IN c", "ROLLBACK")
     assert refused(outs[1]) or "83" not in outs[2].results[-1].status
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: EXECUTE of <masked expr> UNION SELECT 'S': duplicate "
-                   "elimination is an equality oracle (1 row when the raw char is 'S', 2 otherwise)")
 def test_prepared_union_dedup_is_an_equality_oracle(db: str) -> None:
     hit = prepared(db, "SELECT substr(national_id, 5, 1) FROM patients WHERE id = 1 UNION SELECT 'S'")
     miss = prepared(db, "SELECT substr(national_id, 5, 1) FROM patients WHERE id = 1 UNION SELECT 'R'")
     assert refused(hit) or len(rows(hit)) == len(rows(miss))
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: EXECUTE of count(DISTINCT masked) is returned unmasked "
-                   "(the number of distinct raw values; on masked values it is 1)")
 def test_prepared_count_distinct_masked(db: str) -> None:
     out = prepared(db, "SELECT count(DISTINCT national_id) FROM patients")
     assert refused(out) or rows(out) != [("2",)]
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: EXECUTE error-or-not oracle: 1/(ascii(char)-83) fails with "
-                   "SQLSTATE 22012 only when the raw char is 'S' (text withheld, SQLSTATE kept)")
 def test_prepared_division_by_zero_oracle(db: str) -> None:
     hit = prepared(db, "SELECT id, 1 / (ascii(substr(national_id, 5, 1)) - 83) FROM patients WHERE id = 1")
     miss = prepared(db, "SELECT id, 1 / (ascii(substr(national_id, 5, 1)) - 84) FROM patients WHERE id = 1")
     assert refused(hit) or isinstance(hit, UpstreamError) == isinstance(miss, UpstreamError)
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: DECLARE/FETCH error-or-not oracle on a masked character "
-                   "(SQLSTATE 22012 only for the right guess)")
 def test_cursor_division_by_zero_oracle(db: str) -> None:
     def attempt(code: int):
         return run(db, "BEGIN", "DECLARE c CURSOR FOR SELECT id, 1 / (ascii(substr(national_id, 5, 1)) - "
@@ -235,8 +218,6 @@ def test_cursor_division_by_zero_oracle(db: str) -> None:
     assert refused(hit[1]) or isinstance(hit[2], UpstreamError) == isinstance(miss[2], UpstreamError)
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: EXECUTE timing oracle: CASE WHEN <masked char> = 'S' THEN "
-                   "pg_sleep(1) delays only for the right guess")
 def test_prepared_sleep_timing_oracle(db: str) -> None:
     outs = run(db, "PREPARE s AS SELECT id, CASE WHEN substr(national_id, 5, 1) = 'S' THEN pg_sleep(1) END "
                    "FROM patients WHERE id = 1", "EXECUTE s",
@@ -279,32 +260,22 @@ def _stats(db: str, table: str, column: str | None = None):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: pg_stats of a partition (visits_2024.ssn) shows raw values of "
-                   "a column masked on its partitioned parent")
 def test_stats_of_partition_of_masked_parent(db: str) -> None:
     assert_no_sentinel(_stats(db, "visits_2024", "ssn"))
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: pg_stats of an inheritance child (child_t.bsecret) shows raw "
-                   "values of a column masked on the parent")
 def test_stats_of_inheritance_child(db: str) -> None:
     assert_no_sentinel(_stats(db, "child_t", "bsecret"))
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: pg_stats of a materialised view (mv.national_id) shows raw "
-                   "values of the masked column it copies")
 def test_stats_of_materialised_view(db: str) -> None:
     assert_no_sentinel(_stats(db, "mv", "national_id"))
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: pg_stats of an expression index (lower(national_id)) shows "
-                   "raw values of the masked column")
 def test_stats_of_expression_index_on_masked_column(db: str) -> None:
     assert_no_sentinel(_stats(db, "patients_lower_nid"))
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: pg_stats of an expression index on a DENIED table "
-                   "(denied_lower) shows the denied table's values")
 def test_stats_of_expression_index_on_denied_table(db: str) -> None:
     out = _stats(db, "denied_lower")
     assert refused(out) or "sentinel" not in text_of(out).lower()
@@ -323,16 +294,12 @@ def test_stats_of_permitted_column_are_allowed(db: str) -> None:
 # Class: catalog columns holding data values.
 # ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="BREACH: pg_attribute.attmissingval holds the fast-default value of a "
-                   "DENIED table's column (every pre-existing row's value)")
 def test_attmissingval_of_denied_table(db: str) -> None:
     [out] = run(db, "SELECT attmissingval::text FROM pg_attribute WHERE attrelid = 'denied_t'::regclass "
                     "AND attname = 'm'")
     assert refused(out) or "SENTINEL" not in text_of(out)
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: pg_attribute.attmissingval holds the raw value of a MASKED "
-                   "column for the rows that existed when it was added")
 def test_attmissingval_of_masked_column(db: str) -> None:
     [out] = run(db, "SELECT attname, attmissingval::text FROM pg_attribute WHERE atthasmissing")
     assert refused(out) or "INSMISSINGSENTINEL" not in text_of(out)
@@ -351,8 +318,6 @@ def test_denied_default_and_sequence_are_refused(db: str) -> None:
 # type's text form, and DateStyle (a "harmless" setting) moves which digits are kept.
 # ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="BREACH: keep_last on a date masks its text form; SET DateStyle (allowed) "
-                   "moves the kept window: ISO keeps 05-17, German keeps 1980 - the whole date")
 def test_datestyle_moves_keep_last_window(db: str) -> None:
     iso, _, german = run(db, "SELECT dob FROM staff", "SET DateStyle = 'German'", "SELECT dob FROM staff")
     assert refused(german) or rows(iso) == rows(german)

@@ -270,6 +270,12 @@ class StatementCheck(MaskPlanning):
             for obj in sorted(objects):
                 found = [r for r in self.catalog.relations.values() if r.name == obj
                          and r.schema not in builtins.SYSTEM_SCHEMAS and (not schemas or r.schema in schemas)]
+                if not found:
+                    # Not a table the catalog knows (an index, a name that is not there): its
+                    # statistics cannot be vouched for, so they are not shown.
+                    self.deny(builtins.STATISTICS_DENIAL.code if statistics else "sequence_leak",
+                              f"{rel.qualified} of {obj!r}: no table of that name is open to rule "
+                              f"{self.rule.name!r}; {hint}")
                 for target in found:
                     self._pinned_object(rel, target, subs, statistics, hint)
 
@@ -280,8 +286,18 @@ class StatementCheck(MaskPlanning):
             return
         if not statistics:
             return
+        if target.kind not in ("r", "p"):
+            # An index's statistics are those of its expressions (lower(masked_col)), a materialised
+            # view's those of whatever it computed: their lineage is not known here, so refuse.
+            self.deny(builtins.STATISTICS_DENIAL.code,
+                      f"{rel.qualified} of {target.qualified} (an index, view or materialised view) may show "
+                      f"values of the columns it is computed from; {hint}")
+            return
         columns = [c.name for c in target.columns] if not subs else sorted(subs)
-        masked = [c for c in columns if self.mask_set.find(ColumnId(target.schema, target.name, c)) is not None]
+        # A partition or inheritance child holds its parent's rows: the parent's masks hold for it.
+        owners = [(target.schema, target.name)] + [tuple(a.split(".", 1)) for a in target.ancestors]
+        masked = [c for c in columns
+                  if any(self.mask_set.find(ColumnId(schema, name, c)) is not None for schema, name in owners)]
         if masked:
             self.deny(builtins.STATISTICS_DENIAL.code,
                       f"{rel.qualified} would show sample values of masked column(s) "

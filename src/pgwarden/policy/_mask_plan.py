@@ -151,6 +151,18 @@ class MaskPlanning:
             else:
                 self.masks.append(MaskAction(position, out.name, MaskStrategy.REDACT.value, source, True, 0,
                                              out.origin))
+        # The server runs these statements on raw values: anything computed from a masked column
+        # before the output — an aggregate, a function in FROM, DISTINCT, a set operation, a window —
+        # is an oracle through row counts, errors or timing, whatever the output mask. Only the masked
+        # column itself, selected as it is, may pass.
+        plain_sources = {m.source for m in self.masks if not m.whole}
+        computed = sorted(str(c) for c in (hit & (st.referenced | used)) - plain_sources - st.predicate_sources)
+        if computed or (self.masks and _computes_over_rows(st.text)):
+            shown = ", ".join(computed) or ", ".join(sorted(str(m.source) for m in self.masks))
+            self.deny("masked_not_rewritten", f"{st.command_tag} keeps or shows its query upstream, so the "
+                      f"gateway cannot mask inside it, and it computes on masked column(s) {shown}; run the "
+                      "query directly (masked values are computed inside it), or select masked columns only "
+                      "as they are")
         predicate = st.predicate_sources & hit
         if predicate:
             touched = True
@@ -294,3 +306,15 @@ def _has_literal(sql: str) -> bool:
 def source_list(found: list[tuple[ColumnId, ColumnMask]]) -> str:
     return ", ".join(sorted({str(c) for c, _ in found}))
 
+
+_ROW_COMPUTING = ('"distinctClause"', '"groupClause"', '"groupingSets"', '"windowClause"', '"havingClause"',
+                  '"over"', '"SETOP_UNION"', '"SETOP_INTERSECT"', '"SETOP_EXCEPT"')
+
+
+def _computes_over_rows(sql: str) -> bool:
+    """Whether a statement de-duplicates, groups, windows or combines rows (its row count says something)."""
+    try:
+        text = parser.parse_sql_json(sql)
+    except ParseError:
+        return True
+    return any(key in text for key in _ROW_COMPUTING)

@@ -122,6 +122,8 @@ SENSITIVE_CATALOG_COLUMNS = frozenset({
     ("pg_catalog", "pg_stat_activity", "query"), ("pg_catalog", "pg_stat_statements", "query"),
     ("public", "pg_stat_statements", "query"), ("pg_catalog", "pg_roles", "rolconfig"),
     ("pg_catalog", "pg_user", "useconfig"),
+    # the value a column added with a default has in rows older than the column: table data
+    ("pg_catalog", "pg_attribute", "attmissingval"),
     ("information_schema", "user_mapping_options", "option_value"),
     ("pg_catalog", "pg_stat_replication", "application_name"),
     # pg_prepared_statements and pg_cursors show this session's own statements only: not listed.

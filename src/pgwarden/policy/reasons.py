@@ -71,6 +71,7 @@ class ReasonCode(StrEnum):
     MASKED_PREDICATE = "masked_predicate", "42501"
     MASKED_DATA_LAUNDERING = "masked_data_laundering", "42501"
     MASKED_RETURNING = "masked_returning", "42501"
+    MASKED_NOT_REWRITTEN = "masked_not_rewritten", "42501"
     COPY_MASKED = "copy_masked", "42501"
     COPY_BINARY_MASKED = "copy_binary_masked", "0A000"
     MASK_KEY_UNAVAILABLE = "mask_key_unavailable", "58000"

@@ -78,10 +78,28 @@ def _not_null(col: str) -> str:
 def _text_of(col: str, type_name: str) -> str:
     # The value's text form, as the wire carries it and the Python maskers see it: the type's output
     # function (concat() calls it; bpchar keeps its padding, boolean gives t/f).
+    # Types whose text form depends on session settings (DateStyle, IntervalStyle, TimeZone,
+    # bytea_output, extra_float_digits) are rendered in a fixed form instead: otherwise a client could
+    # change a setting and see another part of the value (keep_last of a date under ISO, then German).
     base = _TYPMOD.sub("", type_name).strip()
     if base in ("text", "character varying", "varchar"):
         return f"{col}::pg_catalog.text"
+    fixed = _FIXED_TEXT.get(base)
+    if fixed is not None:
+        return fixed.format(col=col)
     return f"pg_catalog.concat({col})"
+
+
+_FIXED_TEXT = {
+    "date": "pg_catalog.to_char({col}, 'YYYY-MM-DD')",
+    "timestamp without time zone": "pg_catalog.to_char({col}, 'YYYY-MM-DD HH24:MI:SS.US')",
+    "timestamp with time zone": "pg_catalog.to_char(({col}) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+    "time without time zone": "pg_catalog.to_char({col}, 'HH24:MI:SS.US')",
+    "interval": "(pg_catalog.extract(epoch FROM {col}))::pg_catalog.text",
+    "bytea": "pg_catalog.encode({col}, 'hex')",
+    "real": "(({col})::pg_catalog.numeric)::pg_catalog.text",
+    "double precision": "(({col})::pg_catalog.numeric)::pg_catalog.text",
+}
 
 
 def mask_expression(col: str, type_name: str, strategy: MaskStrategy, *, keep: int = 4,
