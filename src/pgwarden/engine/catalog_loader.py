@@ -185,32 +185,28 @@ async def aload_catalog(aconn: psycopg.AsyncConnection[Any], *, search_path: Seq
     return _stamp(await aread_rows(aconn), search_path)
 
 
+# What one load reads, in order: both transports below run exactly these, in one pipeline.
+_LOAD = (RELATIONS_SQL, FUNCTIONS_SQL, ROUTINES_SQL, OPERATORS_SQL, CASTS_SQL)
+
+
 def read_rows(conn: psycopg.Connection[Any]) -> CatalogRows:
+    """The catalog rows over a blocking connection (scripts, tests); the engine itself uses :func:`aread_rows`."""
     pipeline = conn.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext()
     # force_rollback: we only read, and rolling back also undoes the set_config() even inside a savepoint.
     with pipeline, conn.transaction(force_rollback=True):
         conn.execute(PIN_SESSION_SQL)
         # tuple_row: the caller's connection may have any row factory.
-        rels = conn.cursor(row_factory=tuple_row).execute(RELATIONS_SQL)
-        funcs = conn.cursor(row_factory=tuple_row).execute(FUNCTIONS_SQL)
-        routines = conn.cursor(row_factory=tuple_row).execute(ROUTINES_SQL)
-        operators = conn.cursor(row_factory=tuple_row).execute(OPERATORS_SQL)
-        casts = conn.cursor(row_factory=tuple_row).execute(CASTS_SQL)
-        return CatalogRows(rels.fetchall(), funcs.fetchall(), routines.fetchall(), operators.fetchall(),
-                           casts.fetchall())
+        cursors = [conn.cursor(row_factory=tuple_row).execute(sql) for sql in _LOAD]
+        return CatalogRows(*(c.fetchall() for c in cursors))
 
 
 async def aread_rows(aconn: psycopg.AsyncConnection[Any]) -> CatalogRows:
+    """The catalog rows over the engine's async connection (same queries, same pipeline)."""
     pipeline = aconn.pipeline() if psycopg.AsyncPipeline.is_supported() else contextlib.nullcontext()
     async with pipeline, aconn.transaction(force_rollback=True):
         await aconn.execute(PIN_SESSION_SQL)
-        rels = await aconn.cursor(row_factory=tuple_row).execute(RELATIONS_SQL)
-        funcs = await aconn.cursor(row_factory=tuple_row).execute(FUNCTIONS_SQL)
-        routines = await aconn.cursor(row_factory=tuple_row).execute(ROUTINES_SQL)
-        operators = await aconn.cursor(row_factory=tuple_row).execute(OPERATORS_SQL)
-        casts = await aconn.cursor(row_factory=tuple_row).execute(CASTS_SQL)
-        return CatalogRows(await rels.fetchall(), await funcs.fetchall(), await routines.fetchall(),
-                           await operators.fetchall(), await casts.fetchall())
+        cursors = [await aconn.cursor(row_factory=tuple_row).execute(sql) for sql in _LOAD]
+        return CatalogRows(*[await c.fetchall() for c in cursors])
 
 
 def relations_from_rows(rows: Iterable[RelationRow]) -> list[Relation]:
