@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx2
 import psycopg
-from psycopg.types.string import TextLoader
 import pytest
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from psycopg.types.string import TextLoader
 
 from support.demo import demo_process
 
