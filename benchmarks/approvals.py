@@ -147,7 +147,7 @@ def main() -> None:
         server = None
         admin = args.dsn
         if admin is None:
-            from pgwarden.engine.embedded import start_embedded
+            from pgwarden.devtools.embedded import start_embedded
 
             server = start_embedded(Path(tmp) / "pg")
             admin = server.dsn()

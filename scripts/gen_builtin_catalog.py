@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from pgwarden.engine.catalog_loader import read_rows
-from pgwarden.engine.embedded import start_embedded
+from pgwarden.devtools.embedded import start_embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "src" / "pgwarden" / "policy" / "data" / "pg_catalog.json"

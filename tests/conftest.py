@@ -1,7 +1,7 @@
 """Shared fixtures: one real PostgreSQL per test session, a fresh database per test.
 
 ``PGWARDEN_TEST_DSN`` (a superuser DSN, PostgreSQL 13+) points the suite at an
-existing server; otherwise an embedded one (``pgwarden.engine.embedded``) is
+existing server; otherwise an embedded one (``pgwarden.devtools.embedded``) is
 started in a temp directory and stopped at session end. Tests get their own
 database, created from ``template0`` under a unique name (so several sessions
 can share one server) and dropped ``WITH (FORCE)`` afterwards, which also ends
@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgwarden.engine.embedded import EmbeddedPostgres, start_embedded
+from pgwarden.devtools.embedded import EmbeddedPostgres, start_embedded
 from support.cases import PublicCases, load_public_cases
 
 _db_names = itertools.count(1)

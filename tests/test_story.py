@@ -22,7 +22,7 @@ STORY = ROOT / "examples" / "nightly-migration" / "story.py"
 
 
 def _psql() -> str | None:
-    from pgwarden.engine.embedded import EmbeddedPostgres
+    from pgwarden.devtools.embedded import EmbeddedPostgres
 
     found = shutil.which("psql")
     if found:

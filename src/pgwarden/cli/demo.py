@@ -1,6 +1,6 @@
 """``pgwarden demo``: the whole story on embedded defaults, in one process.
 
-It starts an embedded PostgreSQL (the test suite's own, ``pgwarden.engine.embedded``) seeded with
+It starts an embedded PostgreSQL (the test suite's own, ``pgwarden.devtools.embedded``) seeded with
 a demo schema — customers with card numbers, e-mails and SSNs, orders, a secrets table — writes a
 demo policy (``ai-agents`` read with masking and their DDL waits for ``dba``; ``dba`` may do more),
 sets up the local development token issuer, and runs the wire proxy, the MCP HTTP server and the
@@ -142,7 +142,7 @@ class DemoStack:
 def prepare(state: Path, *, proxy_port: int = 6432, http_port: int = 8080) -> tuple[Path, str, str, str]:
     """Start PostgreSQL, seed the demo database, write the policy and keys. Returns (config, dsn, agent, dba)."""
     from pgwarden.engine.dev_issuer import DevIssuer
-    from pgwarden.engine.embedded import start_embedded
+    from pgwarden.devtools.embedded import start_embedded
 
     state.mkdir(parents=True, exist_ok=True)
     for stale in ("approvals.db", "approvals.db-wal", "approvals.db-shm", "journal"):
@@ -211,7 +211,7 @@ async def running(state: Path, *, proxy_port: int = 6432, http_port: int = 8080,
 
     from pgwarden.console import console_routes
     from pgwarden.engine.config import load_config
-    from pgwarden.engine.embedded import stop_embedded
+    from pgwarden.devtools.embedded import stop_embedded
     from pgwarden.engine.runtime import Runtime
     from pgwarden.mcp_server import build_http_app
     from pgwarden.wire_proxy.server import ProxyServer

@@ -207,7 +207,7 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def main() -> None:  # pragma: no cover - convenience for humans: python -m pgwarden.engine.embedded DIR [start|stop]
+def main() -> None:  # pragma: no cover - convenience for humans: python -m pgwarden.devtools.embedded DIR [start|stop]
     import sys
 
     directory = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="pgwarden-pg-"))
