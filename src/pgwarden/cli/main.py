@@ -18,7 +18,7 @@ from pgwarden import __version__
 from . import exits
 
 # Modules under pgwarden.cli, each with register(subparsers); imported when the parser is built.
-COMMANDS = ("check", "approvals", "audit", "token", "proxy", "mcp", "serve", "demo")
+COMMANDS = ("check", "approvals", "audit", "token", "proxy", "mcp", "serve", "demo", "scram")
 
 
 def _config_check(args: argparse.Namespace) -> int:
