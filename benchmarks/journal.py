@@ -5,16 +5,20 @@ attributes, the upstream text, a 20-row masked sample with its digest, and end i
 on, writes the hash-chained record and — for ``each`` — fdatasyncs it before returning). "off" is the same
 recorder with no journal and no exporter, so the ratios isolate the journal. Run:
 
-    .venv/bin/python benchmarks/journal.py [--statements N] [--dir DIR]
+    .venv/bin/python benchmarks/journal.py [--statements N] [--rounds R] [--dir DIR]
 
 ``--dir`` picks the filesystem measured (default: a temporary directory; fsync cost depends on it).
+The modes run interleaved in ``--rounds`` rounds of N/R statements each and each mode reports its median
+round, so a noisy machine moves all three together and the ratios stay comparable.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 from pgwarden.audit import AuditRecorder, AuditSettings, ResultDigest, schema
@@ -37,8 +41,8 @@ VERDICT = {
 }
 
 
-def run(settings: AuditSettings, n: int) -> float:
-    """Seconds per statement (after a short warm-up)."""
+def bench(settings: AuditSettings) -> Generator[float, int, None]:
+    """Send a statement count, receive the seconds per statement over that many; close() to finish."""
     recorder = AuditRecorder(settings)
     session = recorder.start_session("bench", ["agents"], "wire", "bench", "127.0.0.1", "jwt")
 
@@ -50,22 +54,36 @@ def run(settings: AuditSettings, n: int) -> float:
             digest.update_many(ROWS)
             st.result(COLUMNS, ROWS, len(ROWS), digest)
 
-    for _ in range(min(200, n // 10)):
-        one()
-    start = time.perf_counter()
-    for _ in range(n):
-        one()
-    elapsed = time.perf_counter() - start
-    session.end()
-    recorder.close()
-    return elapsed / n
+    try:
+        n = yield 0.0
+        while True:
+            start = time.perf_counter()
+            for _ in range(n):
+                one()
+            n = yield (time.perf_counter() - start) / n
+    finally:
+        session.end()
+        recorder.close()
+
+
+def run(settings: AuditSettings, n: int) -> float:
+    """Seconds per statement (after a short warm-up)."""
+    gen = bench(settings)
+    next(gen)
+    gen.send(max(1, min(200, n // 10)))
+    per = gen.send(n)
+    gen.close()
+    return per
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--statements", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args()
+    rounds = max(1, args.rounds)
+    chunk = max(1, args.statements // rounds)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         base = Path(tmp)
         modes = {
@@ -73,9 +91,21 @@ def main() -> None:
             "batch": AuditSettings(journal_dir=base / "batch", fsync="batch"),
             "each": AuditSettings(journal_dir=base / "each", fsync="each"),
         }
-        results = {name: run(settings, args.statements) for name, settings in modes.items()}
+        gens = {name: bench(settings) for name, settings in modes.items()}
+        for gen in gens.values():
+            next(gen)
+            gen.send(max(1, min(200, args.statements // 10)))  # warm-up
+        timings: dict[str, list[float]] = {name: [] for name in modes}
+        names = list(modes)
+        for r in range(rounds):
+            for name in names[r % 3 :] + names[: r % 3]:
+                timings[name].append(gens[name].send(chunk))
+        for gen in gens.values():
+            gen.close()
+        results = {name: statistics.median(values) for name, values in timings.items()}
     off = results["off"]
-    print(f"{args.statements} statements per mode, journal in {args.dir or tempfile.gettempdir()}")
+    print(f"{chunk * rounds} statements per mode in {rounds} interleaved rounds (median round), "
+          f"journal in {args.dir or tempfile.gettempdir()}")
     print(f"{'mode':<8}{'µs/statement':>14}{'added µs':>10}{'statements/s':>14}{'vs off':>8}")
     for name, per in results.items():
         print(f"{name:<8}{per * 1e6:>14.1f}{(per - off) * 1e6:>10.1f}{1 / per:>14.0f}{per / off:>8.2f}")

@@ -4,6 +4,13 @@ One record per line, UTF-8 JSON: ``{"seq", "prev", "kind", "body", "hash"}``. ``
 of ``rfc8785.dumps`` of the record without ``hash``; ``prev`` is the previous record's ``hash``
 (:data:`GENESIS` for seq 1); ``seq`` counts from 1 across all files. The line is not itself canonical
 (``hash`` comes last), verifiers re-canonicalise.
+
+:func:`canonical` is RFC 8785 byte for byte. Its fast path is ``orjson`` with sorted keys, taken only for
+values inside the domain where the two are identical (see :func:`_fast_domain`): ``dict``/``list`` of
+exactly ``str``, ``bool``, ``None`` and integers within ±(2**53 - 1), every key an ASCII ``str`` (for
+ASCII, orjson's byte order is RFC 8785's UTF-16 order). Anything else — a float, a tuple, a subclass, a
+non-ASCII key, nesting orjson refuses, text that is not valid Unicode — goes to the ``rfc8785`` package,
+the reference. ``tests/audit/test_canonical.py`` checks the equality with hypothesis.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import rfc8785
 
 GENESIS = "0" * 64
@@ -33,7 +41,41 @@ def file_number(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _fast_domain(value: Any) -> bool:
+    """True if ``orjson.dumps(value, option=OPT_SORT_KEYS)`` is exactly ``rfc8785.dumps(value)``."""
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return True
+    if t is int:
+        return -_SAFE_INT <= value <= _SAFE_INT
+    if t is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii() or not _fast_domain(item):
+                return False
+        return True
+    if t is list:
+        for item in value:  # noqa: SIM110 - all() over a generator is slower here
+            if not _fast_domain(item):
+                return False
+        return True
+    return False
+
+
+_SORT_KEYS = orjson.OPT_SORT_KEYS
+
+
 def canonical(value: Any) -> bytes:
+    """RFC 8785 (JCS) canonical JSON of ``value``, as ``rfc8785.dumps`` gives it."""
+    if _fast_domain(value):
+        try:
+            return orjson.dumps(value, option=_SORT_KEYS)
+        except orjson.JSONEncodeError:  # lone surrogates, nesting too deep: let the reference decide
+            pass
+    return rfc8785.dumps(value)
+
+
+def canonical_reference(value: Any) -> bytes:
+    """The reference implementation (``rfc8785``), for tests and comparisons."""
     return rfc8785.dumps(value)
 
 
@@ -50,7 +92,12 @@ def record_hash(record: Mapping[str, Any]) -> str:
 
 def json_value(value: Any) -> Any:
     """An OpenTelemetry attribute value as I-JSON (what RFC 8785 accepts): big ints and NaN become text."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return value
+    if t is tuple or t is list:  # OpenTelemetry keeps sequences as tuples
+        return [json_value(v) for v in value]
+    if isinstance(value, bool | str):
         return value
     if isinstance(value, int):
         return value if -_SAFE_INT <= value <= _SAFE_INT else str(value)

@@ -47,25 +47,39 @@ class ResultDigest:
         self._hash.update(b"C" + _U32.pack(len(columns)) + b"".join(_value(c) for c in columns))
 
     def update(self, row: Sequence[str | None]) -> None:
-        parts = [b"R", _U32.pack(len(row))]
-        append = parts.append
         pack = _U64.pack
+        out = b"R" + _U32.pack(len(row))
         for value in row:
             if value is None:
-                append(b"N")
+                out += b"N"
             elif type(value) is str:
                 data = value.encode("utf-8")
-                append(b"S")
-                append(pack(len(data)))
-                append(data)
+                out += b"S" + pack(len(data)) + data
             else:
-                append(_value(value))  # str subclasses pass, anything else raises TypeError
-        self._hash.update(b"".join(parts))
+                out += _value(value)  # str subclasses pass, anything else raises TypeError
+        self._hash.update(out)
         self.rows += 1
 
     def update_many(self, rows: Iterable[Sequence[str | None]]) -> None:
-        for row in rows:
-            self.update(row)
+        update = self._hash.update
+        pack = _U64.pack
+        u32 = _U32.pack
+        count = 0
+        try:
+            for row in rows:
+                out = b"R" + u32(len(row))
+                for value in row:
+                    if value is None:
+                        out += b"N"
+                    elif type(value) is str:
+                        data = value.encode("utf-8")
+                        out += b"S" + pack(len(data)) + data
+                    else:
+                        out += _value(value)
+                update(out)
+                count += 1
+        finally:
+            self.rows += count
 
     def hexdigest(self) -> str:
         final = self._hash.copy()

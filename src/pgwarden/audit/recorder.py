@@ -109,10 +109,21 @@ class StatementRecord:
             self._attrs[key] = value
             self.span.set_attribute(key, value)
 
+    def set_many(self, attrs: Mapping[str, Any]) -> None:
+        """:meth:`set` for each item, handed to the span in one call."""
+        clean = self._recorder._clean
+        cleaned: dict[str, Any] = {}
+        for key, value in attrs.items():
+            value = clean(key, value)
+            if value is not None:
+                cleaned[key] = value
+        if cleaned:
+            self._attrs.update(cleaned)
+            self.span.set_attributes(cleaned)
+
     def decided(self, attrs: Mapping[str, Any]) -> None:
         """The verdict's attributes (``schema.verdict_attributes``): decision, rule, reasons, masked columns…"""
-        for key, value in attrs.items():
-            self.set(key, value)
+        self.set_many(attrs)
 
     def upstream_text(self, text: str) -> None:
         """The statement as rewritten and run upstream."""
@@ -150,13 +161,16 @@ class StatementRecord:
         digest: ResultDigest | str | None,
     ) -> None:
         """The (already masked) result the client received: a capped sample, the row count and the digest."""
-        self.set(schema.RESULT_COLUMNS, [str(c) for c in columns])
         sample = self._recorder.sample(sample_rows)
-        self.set(schema.RESULT_SAMPLE, json.dumps(sample, ensure_ascii=False, separators=(",", ":")))
-        self.set(schema.RESULT_SAMPLE_TRUNCATED, row_count > len(sample))
-        self.set(schema.DB_RETURNED_ROWS, int(row_count))
+        attrs: dict[str, Any] = {
+            schema.RESULT_COLUMNS: [str(c) for c in columns],
+            schema.RESULT_SAMPLE: json.dumps(sample, ensure_ascii=False, separators=(",", ":")),
+            schema.RESULT_SAMPLE_TRUNCATED: row_count > len(sample),
+            schema.DB_RETURNED_ROWS: int(row_count),
+        }
         if digest is not None:
-            self.set(schema.RESULT_SHA256, digest.hexdigest() if isinstance(digest, ResultDigest) else str(digest))
+            attrs[schema.RESULT_SHA256] = digest.hexdigest() if isinstance(digest, ResultDigest) else str(digest)
+        self.set_many(attrs)
 
     def error(self, sqlstate: str, message: str) -> None:
         """The statement failed (upstream or in pgwarden): its SQLSTATE and a (redacted) message."""
@@ -232,7 +246,20 @@ class AuditRecorder:
         return text if len(text) <= limit else text[:limit] + "…"
 
     def sample(self, rows: Sequence[Sequence[str | None]]) -> list[list[str | None]]:
-        return [[self.sample_value(v) for v in row] for row in list(rows)[: self.settings.sample_rows]]
+        """:meth:`sample_value` of each value of the first ``sample_rows`` rows."""
+        redact = self.redact
+        limit = self.settings.sample_value_max_length
+        out: list[list[str | None]] = []
+        for row in list(rows)[: self.settings.sample_rows]:
+            values: list[str | None] = []
+            for value in row:
+                if value is None:
+                    values.append(None)
+                    continue
+                text = redact(str(value))
+                values.append(text if len(text) <= limit else text[:limit] + "…")
+            out.append(values)
+        return out
 
     # -- sessions and statements -------------------------------------------------------------------
 
@@ -288,13 +315,20 @@ class AuditRecorder:
             schema.DB_SYSTEM_NAME: schema.DB_SYSTEM_POSTGRESQL,
             schema.QUERY_SHA256: schema.query_digest(text_as_sent),
         }
+        # The statement text and the caller's attributes, cleaned as StatementRecord.set would, go in with
+        # the span's start (one attribute update instead of one per key).
+        clean = self._clean
+        given: dict[str, Any] = {}
+        for key, value in ((schema.DB_QUERY_TEXT, text_as_sent), *(attributes or {}).items()):
+            value = clean(key, value)
+            if value is not None:
+                given[key] = value
+        attrs.update(given)
         span = self._tracer.start_span(
             schema.DB_SYSTEM_POSTGRESQL, context=parent_ctx, kind=SpanKind.CLIENT, attributes=attrs, links=links
         )
         record = StatementRecord(self, span)
-        record.set(schema.DB_QUERY_TEXT, text_as_sent)
-        for key, value in (attributes or {}).items():
-            record.set(key, value)
+        record._attrs.update(given)
         try:
             yield record
         except BaseException as exc:
