@@ -98,3 +98,27 @@ def test_both_doors_leave_the_same_audit_record(demo) -> None:
     assert {k: by_channel["wire"].get(k) for k in keys} == {k: by_channel["mcp"].get(k) for k in keys}
     assert by_channel["wire"]["pgwarden.decision"] == "allow"
     assert "public.customers.card_number" in by_channel["wire"]["pgwarden.masked_columns"]
+
+
+def test_an_mcp_statement_is_the_child_of_the_sdks_tools_call_span_and_a_wire_one_of_its_session(demo) -> None:
+    sql = "SELECT id FROM orders WHERE id = 3"
+    _wire(demo, sql)
+    asyncio.run(_mcp_all(demo, [sql]))
+    journal = Path(json.loads(Path(demo["ready_file"]).read_text())["config"]).parent / "journal"
+    spans = [json.loads(line)["body"] for f in sorted(journal.glob("journal-*.jsonl"))
+             for line in f.read_text().splitlines() if json.loads(line)["kind"] == "span"]
+    by_id = {s["span_id"]: s for s in spans}
+    statements = {s["attributes"]["pgwarden.channel"]: s for s in spans
+                  if s["attributes"].get("pgwarden.record") == "statement"
+                  and s["attributes"].get("db.query.text") == sql}
+    mcp, wire = statements["mcp"], statements["wire"]
+    # MCP: the parent is the SDK's tools/call span (not journaled by us, so not one of our spans),
+    # and the statement links to its session span.
+    assert mcp["parent_span_id"] and mcp["parent_span_id"] not in by_id
+    links = mcp.get("links") or []
+    assert links, "a statement under tools/call links to its session span"
+    assert all(link["span_id"] != mcp["parent_span_id"] for link in links)  # the parent is not the session
+    # wire: a root span per connection, the statement its child.
+    parent = by_id.get(wire["parent_span_id"])
+    assert parent is None or parent["attributes"].get("pgwarden.record") == "session"
+    assert wire["trace_id"] != mcp["trace_id"]

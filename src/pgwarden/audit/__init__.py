@@ -13,6 +13,7 @@ This package records; it never decides, and it depends on nothing of ours but :m
 """
 
 from .config import AuditSettings
+from .context import ensure_tracer_provider
 from .digest import ResultDigest, result_digest
 from .journal import Journal, JournalUnavailable
 from .recorder import AuditRecorder, AuditSession, StatementRecord
@@ -32,6 +33,7 @@ __all__ = [
     "StatementRecord",
     "VerifyReport",
     "areplay",
+    "ensure_tracer_provider",
     "replay",
     "result_digest",
     "sessions",

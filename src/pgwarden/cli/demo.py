@@ -141,8 +141,8 @@ class DemoStack:
 
 def prepare(state: Path, *, proxy_port: int = 6432, http_port: int = 8080) -> tuple[Path, str, str, str]:
     """Start PostgreSQL, seed the demo database, write the policy and keys. Returns (config, dsn, agent, dba)."""
-    from pgwarden.engine.dev_issuer import DevIssuer
     from pgwarden.devtools.embedded import start_embedded
+    from pgwarden.engine.dev_issuer import DevIssuer
 
     state.mkdir(parents=True, exist_ok=True)
     for stale in ("approvals.db", "approvals.db-wal", "approvals.db-shm", "journal"):
@@ -209,12 +209,15 @@ async def running(state: Path, *, proxy_port: int = 6432, http_port: int = 8080,
     """The demo stack, up: the wire proxy, the MCP HTTP server and the console over one engine."""
     import uvicorn
 
+    from pgwarden.audit import ensure_tracer_provider
     from pgwarden.console import console_routes
-    from pgwarden.engine.config import load_config
     from pgwarden.devtools.embedded import stop_embedded
+    from pgwarden.engine.config import load_config
     from pgwarden.engine.runtime import Runtime
     from pgwarden.mcp_server import build_http_app
     from pgwarden.wire_proxy.server import ProxyServer
+
+    ensure_tracer_provider()  # the SDK's tools/call spans get real ids: statements become their children
 
     config_path, dsn, agent, dba = await anyio.to_thread.run_sync(
         lambda: prepare(state, proxy_port=proxy_port, http_port=http_port))

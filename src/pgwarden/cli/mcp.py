@@ -38,11 +38,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, token: str) -> int:
+    from pgwarden.audit import ensure_tracer_provider
     from pgwarden.engine.config import ConfigError, load_config
     from pgwarden.engine.errors import GatewayError
     from pgwarden.engine.identity import AuthenticationError
     from pgwarden.engine.runtime import Runtime
     from pgwarden.mcp_server import run_stdio
+
+    ensure_tracer_provider()  # the SDK's tools/call spans get real ids: statements become their children
 
     try:
         config = load_config(args.config)

@@ -45,10 +45,13 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from pgwarden.audit import ensure_tracer_provider
     from pgwarden.engine.config import ConfigError, load_config
     from pgwarden.engine.errors import GatewayError
     from pgwarden.engine.runtime import Runtime
     from pgwarden.mcp_server import build_http_app
+
+    ensure_tracer_provider()  # the SDK's tools/call spans get real ids: statements become their children
 
     try:
         config = load_config(args.config)
