@@ -207,7 +207,7 @@ class QueryWalker:
             # Where the mask rewrite may splice a masking derived table (see policy/_rewrite.py).
             self.facts.relation_refs.append(RelationRef(
                 rv["location"], rel.schema, rel.name, rel.kind, bool(rv.get("inh")), alias is not None,
-                tuple((c.name, c.type_name, v.sources, v.plain) for c, (_, v) in zip(rel.columns, cols, strict=False))))  # shorter only when the view failed: unknown is set then
+                _views.ref_columns(rel, self.catalog, cols)))
         return Entry(alias or rel.name, None if alias else rel.schema,
                      _rename(cols, colaliases) if colaliases else cols,
                      system_columns=rel.kind in ("r", "p", "m", "f"))

@@ -49,3 +49,18 @@ def cached_view(rel: Relation, catalog: Catalog) -> ViewEntry | None:
 
 def store_view(rel: Relation, catalog: Catalog, entry: ViewEntry) -> None:
     _store(catalog, "views")[(rel.schema, rel.name)] = entry
+
+
+def ref_columns(rel: Relation, catalog: Catalog, cols: list[tuple[str, Value]]) -> tuple:
+    """(name, type, sources, plain) of each column, for the mask rewrite; a table's built once per snapshot."""
+    if rel.is_view:
+        # shorter than the catalog's columns only when the view failed (unknown is set then)
+        return tuple((c.name, c.type_name, v.sources, v.plain) for c, (_, v) in zip(rel.columns, cols, strict=False))
+    refs = _store(catalog, "refs")
+    key = (rel.schema, rel.name)
+    found = refs.get(key)
+    if found is None:
+        found = tuple((c.name, c.type_name, v.sources, v.plain)
+                      for c, (_, v) in zip(rel.columns, cols, strict=True))
+        refs[key] = found
+    return found
