@@ -12,10 +12,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from support.demo import demo_process
 
 ROOT = Path(__file__).resolve().parents[1]
 STORY = ROOT / "examples" / "nightly-migration" / "story.py"
@@ -33,22 +34,8 @@ def _psql() -> str | None:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    state = Path(tempfile_dir := tmp_path_factory.mktemp("demo"))
-    ready = state / "ready.json"
-    exe = Path(sys.executable).with_name("pgwarden")
-    proc = subprocess.Popen([str(exe), "demo", "--state", str(state / "s"), "--ready-file", str(ready),
-                             "--proxy-port", "0", "--http-port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tempfile_dir)
-    deadline = time.monotonic() + 120
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out = proc.stdout.read() if proc.stdout else ""
-            proc.kill()
-            pytest.fail(f"pgwarden demo did not come up:\n{out[-3000:]}")
-        time.sleep(0.2)
-    yield ready, proc
-    if proc.poll() is None:
-        proc.kill()
+    with demo_process(tmp_path_factory.mktemp("demo")) as (ready, proc):
+        yield Path(ready["ready_file"]), proc
 
 
 @pytest.mark.parametrize("door", ["psql", "mcp"])
