@@ -94,7 +94,8 @@ unix_socket_dir =
     return proc, listen
 
 
-def start_pgwarden(work: Path, dsn: str, *, masked: bool, digest: bool) -> tuple[subprocess.Popen, int, str]:
+def start_pgwarden(work: Path, dsn: str, *, masked: bool, digest: bool,
+                   journal: bool = True) -> tuple[subprocess.Popen, int, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     (work / "pub.pem").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
@@ -108,7 +109,7 @@ def start_pgwarden(work: Path, dsn: str, *, masked: bool, digest: bool) -> tuple
                    "statements": {"allow": ["read"]}, "schemas": {"allow": ["public"]}}],
         "masking": {"columns": [{"column": "public.stream_rows.card", "strategy": "keep_last", "keep": 4}]
                     if masked else []},
-        "audit": {"journal_dir": str(work / "journal"), "fsync": "batch"},
+        "audit": {"journal_dir": str(work / "journal"), "fsync": "batch", "journal_enabled": journal},
         "approvals": {"store": {"sqlite": {"path": str(work / "a.db")}}},
         "proxy": {"listen": f"127.0.0.1:{port}"},
     }
@@ -149,6 +150,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--no-digest", action="store_true", help="pgwarden without whole-result digests")
+    parser.add_argument("--no-journal", action="store_true", help="pgwarden with audit.journal_enabled: false")
     args = parser.parse_args()
     info = conninfo_to_dict(args.dsn)
     host, port, user = info.get("host", "127.0.0.1"), int(info.get("port", 5432)), info.get("user", "postgres")
@@ -171,9 +173,11 @@ def main() -> None:
             procs.append(bouncer[0])
         else:
             print("PgBouncer is not installed: its column is skipped")
-        pw, pw_port, token = start_pgwarden(work, bench_dsn, masked=True, digest=not args.no_digest)
+        pw, pw_port, token = start_pgwarden(work, bench_dsn, masked=True, digest=not args.no_digest,
+                                            journal=not args.no_journal)
         procs.append(pw)
-        print(f"pgbench -S, scale {args.scale}, {args.seconds} s each (pgwarden: policy + audit journal on, "
+        print(f"pgbench -S, scale {args.scale}, {args.seconds} s each (pgwarden: policy + audit journal "
+              f"{'off' if args.no_journal else 'on'}, "
               f"digest {'off' if args.no_digest else 'on'}, uvloop)")
         print(f"{'mode':<9} {'-c':>3} {'direct tps':>11} {'bouncer tps':>12} {'pgwarden tps':>13} "
               f"{'pgw/bouncer':>12} {'pgw/direct':>11} {'lat direct ms':>14} {'lat pgw ms':>11} {'added µs':>9}")

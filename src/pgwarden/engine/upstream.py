@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import pq
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.generators import fetch
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -178,7 +178,15 @@ async def _reset(conn: psycopg.AsyncConnection) -> None:
     # Whatever the last borrower left behind is gone before the next one gets the connection.
     if conn.info.transaction_status != pq.TransactionStatus.IDLE:
         await conn.rollback()
-    await conn.execute(_RESET)
+    # application_name survives the reset (in the same round trip): the next borrower is most often the
+    # same principal, whose borrow then needs no set_config of its own (`_set_application_name` checks
+    # the reported value on every borrow and corrects it for anyone else).
+    name = conn.info.parameter_status("application_name")
+    keep = b""
+    if name and name != "pgwarden":
+        keep = b"; SELECT pg_catalog.set_config('application_name', " + \
+            sql.Literal(name).as_bytes(conn) + b", false)"
+    await conn.execute(_RESET + keep)
 
 
 class Upstream:

@@ -4,13 +4,14 @@ Over HTTP the SDK's ``BearerAuthBackend`` hands each request's token to :class:`
 which verifies it with the engine's :class:`~pgwarden.engine.identity.TokenVerifier` (signature,
 ``iss``, ``aud``, ``exp``/``nbf``, refused algorithms) and returns an access token carrying the
 :class:`Principal`; a tool reads it back per call with :func:`current_principal`. Over stdio the
-principal comes from ``PGWARDEN_TOKEN``, verified again on every call so an expired token stops
-working without a restart.
+principal comes from ``PGWARDEN_TOKEN``, verified once and reused until its ``exp`` (verified again at
+least every minute), so an expired token stops working without a restart.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,11 +56,26 @@ class BearerVerifier:
 PrincipalSource = Callable[[], Principal]
 
 
-def fixed_token(verifier: TokenVerifier, token: str) -> PrincipalSource:
-    """The stdio source: ``token`` verified on every call (raises AuthenticationError when it stops being valid)."""
+_REVERIFY_S = 60.0  # a cached stdio principal is verified again at least this often (key rotation)
+
+
+def fixed_token(verifier: TokenVerifier, token: str, *, clock: Callable[[], float] = time.time) -> PrincipalSource:
+    """The stdio source: ``token`` verified, then its principal reused until the token's ``exp`` (and at most
+    a minute between full verifications, so a key withdrawn from the issuer's set stops it); from ``exp``
+    on every call verifies again, which raises AuthenticationError as a token stops being valid."""
+    cached: list[Any] = [None, 0.0]  # principal, valid until (epoch seconds)
 
     def principal() -> Principal:
-        return verifier.verify(token)
+        now = clock()
+        if cached[0] is not None and now < cached[1]:
+            return cached[0]
+        found = verifier.verify(token)
+        exp = found.claims.get("exp")
+        if isinstance(exp, int | float) and not isinstance(exp, bool):
+            cached[0], cached[1] = found, min(float(exp), now + _REVERIFY_S)
+        else:
+            cached[0] = None
+        return found
 
     return principal
 

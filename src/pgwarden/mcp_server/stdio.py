@@ -11,7 +11,7 @@ __all__ = ["run_stdio"]
 
 
 async def run_stdio(runtime: Runtime, token: str, *, target: str | None = None) -> None:
-    """Serve on stdin/stdout until the client goes away. The token is verified on every tool call."""
+    """Serve on stdin/stdout until the client goes away. The token is verified, then reused until its exp."""
     assert runtime.verifier is not None
     source = fixed_token(runtime.verifier, token)
     source()  # refuse to start on a bad token (AuthenticationError)

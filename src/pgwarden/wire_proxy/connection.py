@@ -48,6 +48,9 @@ from .errors import ProtocolViolation
 __all__ = ["Engine", "Hold", "ProxyConnection", "Record"]
 
 _HEADER = struct.Struct("!BI")
+_I16 = struct.Struct("!h").unpack_from
+_I32 = struct.Struct("!i").unpack_from
+_SCREEN_CACHE = 256  # screens kept per session, by (plan, RowDescription bytes)
 _Q, _P, _B, _D, _E, _C, _S, _H, _F, _X = (ord(c) for c in "QPBDECSHFX")
 _COPY_CLIENT = frozenset(ord(c) for c in "dcf")
 _ROW, _ROWDESC, _DONE, _ERROR, _NOTICE, _READY = (ord(c) for c in "DTCENZ")
@@ -142,7 +145,46 @@ class _Tap:
         if self.digest is None and len(self.sample) >= self.sample_rows:
             self.rows += 1
             return
-        self.add(m.DataRow(bytes(payload)).values())
+        if not self.text:
+            self.add(m.DataRow(bytes(payload)).values())
+            return
+        # the same row as add(DataRow(payload).values()) gives, read straight from the payload
+        self.rows += 1
+        row = _text_values(payload)
+        if len(self.sample) < self.sample_rows:
+            self.sample.append(row)
+        if self.digest is not None:
+            self.digest.update(row)
+
+
+def _text_values(data: bytes | memoryview) -> list[str | None]:
+    """The values of a DataRow body as text (UTF-8, invalid bytes replaced), checked as DataRow.values."""
+    size = len(data)
+    if size < 2:
+        raise ProtocolViolation("truncated", "DataRow: no column count")
+    (count,) = _I16(data)
+    if count < 0:
+        raise ProtocolViolation("negative_count", f"DataRow: negative column count {count}")
+    out: list[str | None] = []
+    append = out.append
+    pos = 2
+    for _ in range(count):
+        if pos + 4 > size:
+            raise ProtocolViolation("truncated", "DataRow: column length overruns the message")
+        (n,) = _I32(data, pos)
+        pos += 4
+        if n == -1:
+            append(None)
+            continue
+        if n < 0:
+            raise ProtocolViolation("bad_length", f"DataRow: column length {n}")
+        if pos + n > size:
+            raise ProtocolViolation("truncated", "DataRow: column value overruns the message")
+        append(str(data[pos:pos + n], "utf-8", "replace"))
+        pos += n
+    if pos != size:
+        raise ProtocolViolation("trailing_bytes", "DataRow: bytes after the last column")
+    return out
 
 
 class _QueryCtx:
@@ -231,6 +273,9 @@ class ProxyConnection:
         self.fatal: m.ErrorResponse | None = None  # upstream said FATAL / bookkeeping lost: end the session
         self.want_cancel = False  # the server should cancel what runs upstream (a result is withheld)
         self._withholding = False
+        # RowDescription bytes → screen, per plan: the same statement shape answered with the same
+        # description is confirmed once (a new plan, or a new screen_generation of the engine, misses)
+        self._screens: dict[tuple[int, bytes], tuple[Any, int, ResultScreen, bytes | None, bool]] = {}
 
     # ---- client side -----------------------------------------------------------------------------
 
@@ -457,11 +502,27 @@ class ProxyConnection:
                         tap = head.tap
                     else:
                         screen = tap = None
-                    if screen is not None and screen.passthrough:
+                    if screen is not None:
+                        if screen.passthrough:
+                            if tap is not None:
+                                tap.add_payload(view[start + 5:end])
+                            if run < 0:
+                                run = start
+                            continue
+                        # screened: masked / detected values replaced; a row the screen left alone
+                        # stays in the run of bytes forwarded as they came
+                        values = m.DataRow(bytes(view[start + 5:end])).values()
+                        clean = screen.row(values)
                         if tap is not None:
-                            tap.add_payload(view[start + 5:end])
-                        if run < 0:
-                            run = start
+                            tap.add(clean)
+                        if all(c is v for c, v in zip(clean, values, strict=True)):
+                            if run < 0:
+                                run = start
+                            continue
+                        if run >= 0:
+                            out.append(bytes(view[run:start]))
+                            run = -1
+                        out.append(encode(m.DataRow.from_values(clean)))
                         continue
                 if run >= 0:
                     out.append(bytes(view[run:start]))
@@ -504,7 +565,10 @@ class ProxyConnection:
         step = q.backend_message(kind, body if kind == _READY else None)
         forward: bool | bytes = step.forward
         if kind == _ROWDESC:
-            forward = self._row_description(head, decode_backend(kind, body), forward)  # type: ignore[arg-type]
+            if type(head) is _QueryCtx:
+                forward = self._query_description(head, body, forward)
+            else:
+                forward = self._row_description(head, decode_backend(kind, body), forward)  # type: ignore[arg-type]
         elif kind == _ROW:
             forward = self._screened_row(head, body) if forward else False
         elif kind == _NODATA:
@@ -538,6 +602,33 @@ class ProxyConnection:
             if msg.name == "client_encoding" and msg.value != "UTF8":  # type: ignore[union-attr]
                 self.fatal = m.error("FATAL", "08006", "pgwarden: the upstream session stopped reading UTF8")
         return forward, step.emit
+
+    def _query_description(self, head: _QueryCtx, body: memoryview, forward: bool) -> bool | bytes:
+        """RowDescription of a simple Query's statement: its screen, cached by (plan, description bytes)."""
+        plan = head.plan
+        raw = bytes(body)
+        key = (id(plan), raw)
+        generation = getattr(self.engine, "screen_generation", 0)
+        hit = self._screens.get(key)
+        if hit is None or hit[0] is not plan or hit[1] != generation:
+            desc: m.RowDescription = decode_backend(_ROWDESC, raw)  # type: ignore[assignment]
+            try:
+                screen = self.engine.screen(plan, _columns(desc.fields))
+            except ResultShapeMismatch as exc:
+                self._withhold(m.error_from(exc))
+                return False
+            renamed = _renamed(desc, screen.column_names)
+            hit = (plan, generation, screen, None if renamed is None else encode(renamed),
+                   all(f.format == 0 for f in desc.fields))
+            if len(self._screens) >= _SCREEN_CACHE:
+                self._screens.clear()
+            self._screens[key] = hit
+        screen = hit[2]
+        head.screen = screen
+        head.tap = _Tap(self.engine, screen.column_names, hit[4])
+        if not forward:
+            return False
+        return True if hit[3] is None else hit[3]
 
     def _row_description(self, head: object, desc: m.RowDescription, forward: bool) -> bool | bytes:
         try:

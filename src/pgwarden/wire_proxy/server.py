@@ -114,6 +114,7 @@ class EngineHooks:
         self.sample_rows = runtime.recorder.settings.sample_rows if runtime.recorder is not None else 0
         self.digest = digest and self.recorder is not None
         self._raw_masked = self.gateway.raw_masked(session.principal, session.target)
+        self.screen_generation = 0  # ProxyConnection re-confirms cached screens when this changes
 
     def decide(self, sql: str) -> Verdict:
         return self.session.authorise(sql)
@@ -148,6 +149,7 @@ class EngineHooks:
         with contextlib.suppress(Exception):
             await self.gateway.refresh_catalog(self.session.target)
             self._raw_masked = self.gateway.raw_masked(self.session.principal, self.session.target)
+        self.screen_generation += 1
 
     def open_record(self, sql: str, verdict: Verdict):
         if self.recorder is None:
