@@ -289,3 +289,25 @@ def test_recorder_journal_with_real_statements_verifies(tmp_path: Path) -> None:
     recorder.close()
     report = verify(settings.journal_dir, settings.journal_dir / "journal.pub")
     assert report.ok and len(report.files) > 1
+
+
+def test_a_second_process_cannot_write_the_same_journal_directory(tmp_path) -> None:
+    # Two writers would fork the hash chain; the second is refused with a clear error.
+    import subprocess
+    import sys
+
+    from pgwarden.audit.journal import Journal, JournalUnavailable
+
+    directory = tmp_path / "journal"
+    key = tmp_path / "signing.key"
+    first = Journal(directory, key)
+    first.open()
+    code = (f"from pathlib import Path\nfrom pgwarden.audit.journal import Journal, JournalUnavailable\n"
+            f"j = Journal(Path({str(directory)!r}), Path({str(key)!r}))\n"
+            "try:\n    j.open()\nexcept JournalUnavailable as e:\n    print('refused:', e.message)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "refused:" in out.stdout and "another process" in out.stdout, out.stdout + out.stderr
+    first.close()
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "refused" not in again.stdout, again.stdout  # released on close
+    assert JournalUnavailable

@@ -30,6 +30,7 @@ journal as a standard ``SpanExporter``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -153,6 +154,7 @@ class Journal:
         self._checkpoint_s = checkpoint_interval_s
         self._lock = threading.RLock()
         self._fd: int | None = None
+        self._lock_fd: int | None = None  # flock on journal.lock: one writing process per directory
         self._file = ""
         self._size = 0
         self.seq = 0
@@ -199,6 +201,23 @@ class Journal:
 
     # -- opening and recovery ----------------------------------------------------------------------
 
+    def _take_directory_lock(self) -> None:
+        # One writer per journal directory: two processes appending to one chain would fork it (two
+        # records with the same seq and prev), which verify would then call tampering.
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.directory / "journal.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # A POSIX record lock belongs to the process: another process is refused, while this
+            # process may open the directory again (after a writer of its own was abandoned).
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise JournalUnavailable(
+                f"the journal in {self.directory} is being written by another process; give each gateway "
+                "process its own audit.journal_dir") from None
+        self._lock_fd = fd
+
     def open(self) -> None:
         """Open (creating or recovering) the journal; idempotent. Raises :class:`JournalUnavailable`."""
         with self._lock:
@@ -221,6 +240,7 @@ class Journal:
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._take_directory_lock()
         if self._key is None:
             assert isinstance(self._key_source, Path)
             self._key = _keys.load_or_create_private_key(self._key_source)
@@ -508,6 +528,9 @@ class Journal:
             finally:
                 os.close(self._fd)
                 self._fd = None
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)  # releases the directory lock
+                    self._lock_fd = None
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
