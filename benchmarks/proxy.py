@@ -117,7 +117,8 @@ def start_pgwarden(work: Path, dsn: str, *, masked: bool, digest: bool,
     cmd = [sys.executable, "-m", "pgwarden.cli", "proxy", "--config", str(work / "pgwarden.yaml"), "--uvloop"]
     if not digest:
         cmd.append("--no-digest")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(work / "proxy.log", "w"))
+    with open(work / "proxy.log", "w") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     wait_port(port)
     now = int(time.time())
     token = jwt.encode({"iss": "https://bench", "aud": "pgwarden", "sub": "bench", "groups": ["bench"],
@@ -186,7 +187,7 @@ def main() -> None:
                 d_tps, d_lat = pgbench(host, port, user, db, clients, mode, args.seconds)
                 b_tps = b_lat = float("nan")
                 if bouncer is not None:
-                    b_tps, b_lat = pgbench("127.0.0.1", bouncer[1], user, db, clients, mode, args.seconds)
+                    b_tps, _ = pgbench("127.0.0.1", bouncer[1], user, db, clients, mode, args.seconds)
                 w_tps, w_lat = pgbench("127.0.0.1", pw_port, "bench", "main", clients, mode, args.seconds, token)
                 print(f"{mode:<9} {clients:>3} {d_tps:>11.0f} {b_tps:>12.0f} {w_tps:>13.0f} {w_tps / b_tps:>12.2f} "
                       f"{w_tps / d_tps:>11.2f} {d_lat:>14.3f} {w_lat:>11.3f} {(w_lat - d_lat) * 1000:>9.0f}",
