@@ -185,7 +185,7 @@ def main() -> None:
         for mode in ("simple", "prepared"):
             for clients in (1, 8):
                 d_tps, d_lat = pgbench(host, port, user, db, clients, mode, args.seconds)
-                b_tps = b_lat = float("nan")
+                b_tps = float("nan")
                 if bouncer is not None:
                     b_tps, _ = pgbench("127.0.0.1", bouncer[1], user, db, clients, mode, args.seconds)
                 w_tps, w_lat = pgbench("127.0.0.1", pw_port, "bench", "main", clients, mode, args.seconds, token)
