@@ -60,6 +60,7 @@ def test_ctrl_c_stops_everything_cleanly(demo) -> None:
     assert "pgwarden demo stopped" in out
     assert "one line per statement" in out.lower()
     assert "nightly-migration-agent" in out  # the per-statement log lines were printed
+    assert "approved by dana" in out  # the held DDL, once a DBA approved it
     import socket
 
     with socket.socket() as s:  # the proxy's port is free again

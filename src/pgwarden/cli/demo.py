@@ -195,11 +195,15 @@ class StatementLog(SpanProcessor):
         if len(text) > 70:
             text = text[:67] + "..."
         masks = ",".join(m.rsplit(".", 1)[-1] for m in a.get(schema.MASKED_COLUMNS, ()) or ())
+        decision = str(a.get(schema.DECISION, "?"))
+        for event in span.events or ():
+            if event.name == schema.EVENT_APPROVAL_DECIDED:
+                ev = event.attributes or {}
+                decision = f"{ev.get(schema.APPROVAL_DECISION, 'decided')} by {ev.get(schema.APPROVER, '?')}"
         codes = ",".join(a.get(schema.REASON_CODES, ()) or ())
         line = (f"{time.strftime('%H:%M:%S')} {a.get(schema.CHANNEL, '?'):<4} {a.get(schema.ENDUSER_ID, '?'):<24} "
-                f"{a.get(schema.DECISION, '?'):<14} {ms:7.1f} ms  {text}"
-                + (f"  masks={masks}" if masks else "") + (f"  [{codes}]" if codes and a.get(schema.DECISION)
-                                                              != "allow" else ""))
+                f"{decision:<14} {ms:7.1f} ms  {text}"
+                + (f"  masks={masks}" if masks else "") + (f"  [{codes}]" if codes and decision != "allow" else ""))
         print(line, file=self.stream, flush=True)
 
 
