@@ -280,6 +280,11 @@ class ProxyConnection:
     # ---- client side -----------------------------------------------------------------------------
 
     @property
+    def withholding(self) -> bool:
+        """A withheld exchange has not reached its ReadyForQuery yet (its upstream work may still run)."""
+        return self._withholding
+
+    @property
     def busy(self) -> bool:
         """Replies are outstanding upstream (a client gone now leaves work to cancel)."""
         return len(self.queue) > 0

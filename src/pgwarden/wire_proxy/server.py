@@ -599,11 +599,14 @@ class ProxyServer:
                 if not data:
                     return "upstream_gone"
                 conn.upstream_data(data)
-                await flush_client()
                 if conn.want_cancel:
                     conn.want_cancel = False
-                    if client.upstream_key is not None:
-                        asyncio.get_running_loop().create_task(send_cancel(upstream.target, client.upstream_key))
+                    # Cancel only while the withheld exchange still runs, and before the client can
+                    # see its ReadyForQuery: a cancel landing later would hit the client's next query.
+                    if conn.withholding and client.upstream_key is not None:
+                        with contextlib.suppress(Exception):
+                            await send_cancel(upstream.target, client.upstream_key)
+                await flush_client()
                 if conn.fatal is not None:
                     return "fatal"
 
