@@ -88,6 +88,21 @@ class MaskPlanning:
 
     __slots__ = ()
 
+    def _output_mask(self, position: int, out, source: ColumnId, mask: ColumnMask,
+                     found: list[tuple[ColumnId, ColumnMask]], refused_hint: str) -> None:
+        """Record how output ``position`` is masked: by its mask when it is the column itself, whole
+        otherwise (or refused under ``masking.on_expression: deny``)."""
+        same = len(found) == 1 or all(m is mask for _, m in found)
+        if out.plain and same and not out.whole_row:
+            self.masks.append(MaskAction(position, out.name, mask.strategy.value, source, False, mask.keep,
+                                         out.origin, mask))
+        elif self.policy.masking.on_expression == "deny":
+            self.deny("masked_expression", f"output {out.name!r} is computed from masked column {source}; "
+                      f"{refused_hint}")
+        else:
+            self.masks.append(MaskAction(position, out.name, MaskStrategy.REDACT.value, source, True, 0,
+                                         out.origin))
+
     # -- masking ---------------------------------------------------------------------
 
     def masking(self, st: StatementAnalysis, used: set[ColumnId]) -> None:
@@ -141,16 +156,8 @@ class MaskPlanning:
                           "set-returning functions a column definition list")
                 continue
             source, mask = found[0] if len(found) == 1 else min(found)
-            same = len(found) == 1 or all(m is mask for _, m in found)
-            if out.plain and same and not out.whole_row:
-                self.masks.append(MaskAction(position, out.name, mask.strategy.value, source, False, mask.keep,
-                                             out.origin, mask))
-            elif masking.on_expression == "deny":
-                self.deny("masked_expression", f"output {out.name!r} is computed from masked column {source}; "
-                          "select the column itself (it is masked) or leave it out")
-            else:
-                self.masks.append(MaskAction(position, out.name, MaskStrategy.REDACT.value, source, True, 0,
-                                             out.origin))
+            self._output_mask(position, out, source, mask, found,
+                              "select the column itself (it is masked) or leave it out")
         # The server runs these statements on raw values: anything computed from a masked column
         # before the output — an aggregate, a function in FROM, DISTINCT, a set operation, a window —
         # is an oracle through row counts, errors or timing, whatever the output mask. Only the masked
@@ -260,16 +267,8 @@ class MaskPlanning:
                 self.deny("rewrite_incomplete", f"output {out.name!r} derives from masked column {source}, "
                           "whose masks the gateway could not place; select it from a table in FROM")
                 continue
-            same = len(found) == 1 or all(m is mask for _, m in found)
-            if out.plain and same and not out.whole_row:
-                self.masks.append(MaskAction(position, out.name, mask.strategy.value, source, False, mask.keep,
-                                             out.origin, mask))
-            elif masking.on_expression == "deny":
-                self.deny("masked_expression", f"output {out.name!r} is computed from masked column {source}, "
-                          "which this policy refuses (masking.on_expression: deny); select the column itself")
-            else:
-                self.masks.append(MaskAction(position, out.name, MaskStrategy.REDACT.value, source, True, 0,
-                                             out.origin))
+            self._output_mask(position, out, source, mask, found,
+                              "this policy refuses it (masking.on_expression: deny); select the column itself")
         predicate = st.predicate_sources & hit
         if predicate:
             exposed = sorted(c for c in predicate if (c.schema, c.table) in targets or (c.schema, c.table)
