@@ -14,6 +14,7 @@ import sys
 import anyio
 
 from . import exits
+from ._runtime import start_runtime
 
 TOKEN_ENV = "PGWARDEN_TOKEN"
 
@@ -39,23 +40,14 @@ def run(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, token: str) -> int:
     from pgwarden.audit import ensure_tracer_provider
-    from pgwarden.engine.config import ConfigError, load_config
-    from pgwarden.engine.errors import GatewayError
     from pgwarden.engine.identity import AuthenticationError
-    from pgwarden.engine.runtime import Runtime
     from pgwarden.mcp_server import run_stdio
 
     ensure_tracer_provider()  # the SDK's tools/call spans get real ids: statements become their children
 
-    try:
-        config = load_config(args.config)
-        runtime = await Runtime.start(config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return exits.USAGE
-    except GatewayError as exc:
-        print(f"pgwarden mcp: [{exc.code}] {exc.message}", file=sys.stderr)
-        return exits.USAGE
+    runtime, failed = await start_runtime(args.config, "mcp")
+    if runtime is None:
+        return failed
     try:
         try:
             runtime.verifier.verify(token)  # type: ignore[union-attr]

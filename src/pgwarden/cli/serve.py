@@ -17,6 +17,7 @@ import sys
 import anyio
 
 from . import exits
+from ._runtime import start_runtime
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,23 +47,15 @@ async def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from pgwarden.audit import ensure_tracer_provider
-    from pgwarden.engine.config import ConfigError, load_config
     from pgwarden.engine.errors import GatewayError
-    from pgwarden.engine.runtime import Runtime
     from pgwarden.mcp_server import build_http_app
 
     ensure_tracer_provider()  # the SDK's tools/call spans get real ids: statements become their children
 
-    try:
-        config = load_config(args.config)
-        listen = args.listen or str(config.serve.listen)
-        runtime = await Runtime.start(config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return exits.USAGE
-    except GatewayError as exc:
-        print(f"pgwarden serve: [{exc.code}] {exc.message}", file=sys.stderr)
-        return exits.USAGE
+    runtime, failed = await start_runtime(args.config, "serve")
+    if runtime is None:
+        return failed
+    listen = args.listen or str(runtime.config.serve.listen)
     try:
         app = build_http_app(runtime, extra_routes=console_routes(runtime), listen=listen, target=args.target)
         host, _, port = listen.rpartition(":")
