@@ -105,12 +105,31 @@ class MaskPlanning:
 
     # -- masking ---------------------------------------------------------------------
 
+    def _unreached(self, st: StatementAnalysis, used: set[ColumnId]) -> bool:
+        """True when no mask of this principal can cover a relation the statement reads, a descendant
+        of one (partitions, inheritance children), or a column it reads: planning would find nothing."""
+        masks = self.mask_set
+        below = self.rewriter.descendants(self.catalog)  # type: ignore[union-attr]
+        for rel in st.relations:
+            if masks.may_cover_table(rel.schema, rel.name):
+                return False
+            for schema, name in below.get((rel.schema, rel.name), ()):
+                if masks.may_cover_table(schema, name):
+                    return False
+        for ref in st.relation_refs:
+            if masks.may_cover_table(ref.schema, ref.name):
+                return False
+        return not masks.masked(used | st.referenced)
+
     def masking(self, st: StatementAnalysis, used: set[ColumnId]) -> None:
         masks = self.mask_set
         if not masks.masks:
             return
         if self.rewriter is not None and (st.node in _REWRITTEN or (st.node == "CopyStmt"
                                                                    and st.copy_target == "stdout")):
+            if self._unreached(st, used):
+                self.scrub_errors = False  # no mask can reach anything this statement reads
+                return
             self.masking_upstream(st, used)
             return
         # Statements the rewrite does not touch (EXPLAIN, PREPARE / EXECUTE, DECLARE / FETCH, DDL that
