@@ -105,6 +105,22 @@ class MaskPlanning:
 
     # -- masking ---------------------------------------------------------------------
 
+    def _masks_of(self, out) -> list[tuple[ColumnId, ColumnMask]]:
+        """The (source, mask) pairs of one output; a ``*`` a mask may cover is refused (catalog needed)."""
+        masks = self.mask_set
+        found: list[tuple[ColumnId, ColumnMask]] = []
+        for source in out.sources:
+            if source.column == "*":
+                if masks.may_cover_table(source.schema, source.table):
+                    self.deny("catalog_needed", f"cannot tell which columns of {source.schema}.{source.table} "
+                              "are masked without the target's catalog; name the columns you need instead of "
+                              "* or whole rows")
+                continue
+            mask = masks.find(source)
+            if mask is not None:
+                found.append((source, mask))
+        return found
+
     def _unreached(self, st: StatementAnalysis, used: set[ColumnId]) -> bool:
         """True when no mask of this principal can cover a relation the statement reads, a descendant
         of one (partitions, inheritance children), or a column it reads: planning would find nothing."""
@@ -146,26 +162,13 @@ class MaskPlanning:
             return
         hit = frozenset(masked)
         masking = self.policy.masking
-        find = masks.find
         touched = False
         shifted = False  # an earlier output expanded to an unknown number of columns
         for position, out in enumerate(st.outputs):
             after_unknown, shifted = shifted, shifted or out.expands
             if hit.isdisjoint(out.sources):
                 continue  # no masked column, and no '*' a mask may cover
-            found: list[tuple[ColumnId, ColumnMask]] | None = None
-            for source in out.sources:
-                if source.column == "*":
-                    if masks.may_cover_table(source.schema, source.table):
-                        self.deny("catalog_needed", f"cannot tell which columns of {source.schema}."
-                                  f"{source.table} are masked without the target's catalog; name the columns "
-                                  "you need instead of * or whole rows")
-                    continue
-                mask = find(source)
-                if mask is not None:
-                    if found is None:
-                        found = []
-                    found.append((source, mask))
+            found = self._masks_of(out)
             if not found:
                 continue
             touched = True
@@ -258,22 +261,11 @@ class MaskPlanning:
             return
         hit = frozenset(masked)
         masking = self.policy.masking
-        find = masks.find
         targets = {(r.schema, r.name) for r in st.relations if r.access in WRITE_ACCESSES}
         for position, out in enumerate(st.outputs):
             if hit.isdisjoint(out.sources):
                 continue
-            found: list[tuple[ColumnId, ColumnMask]] = []
-            for source in out.sources:
-                if source.column == "*":
-                    if masks.may_cover_table(source.schema, source.table):
-                        self.deny("catalog_needed", f"cannot tell which columns of {source.schema}."
-                                  f"{source.table} are masked without the target's catalog; name the columns "
-                                  "you need instead of * or whole rows")
-                    continue
-                mask = find(source)
-                if mask is not None:
-                    found.append((source, mask))
+            found = self._masks_of(out)
             if not found:
                 continue
             source, mask = found[0] if len(found) == 1 else min(found)
