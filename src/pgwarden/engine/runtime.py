@@ -145,18 +145,24 @@ class HeldStatements:
             requirement=verdict.approval, scope=_scope(session, sql))
 
     async def release(self, session: Session, sql: str, request: ApprovalRequest, *,
-                      parameters: Sequence[str | None] = ()) -> RunResult:
-        """Run ``sql`` under the approval ``request``: decided again, bound, consumed once."""
+                      parameters: Sequence[str | None] | None = None, param_types: Sequence[int] = ()) -> RunResult:
+        """Run ``sql`` under the approval ``request``: decided again, bound, consumed once.
+
+        ``parameters`` are the statement's ``$n`` values in text form (the wire proxy's extended
+        protocol), bound into the approval with the text; None or empty: a text without parameters.
+        """
+        parameters = list(parameters) if parameters else None
         if request.status is not ApprovalStatus.APPROVED:
             raise ApprovalNotUsable("approval_not_approved", f"request {request.id} is {request.status.value}"
                                     + (f": {request.comment}" if request.comment else ""))
         verdict = session.authorise(sql)
         if verdict.decision is Decision.ALLOW:
-            return await session.run(sql)  # the policy no longer needs a human for it
+            # the policy no longer needs a human for it
+            return await session.run(sql, parameters=parameters, param_types=param_types)
         if verdict.decision is not Decision.NEEDS_APPROVAL:
             raise StatementRefused(verdict)
         role = verdict.settings.role if verdict.settings else None
-        binding = binding_hash(sql, tuple(parameters), session.target, role, session.principal.subject,
+        binding = binding_hash(sql, tuple(parameters or ()), session.target, role, session.principal.subject,
                                verdict.policy_version)
         if binding != request.binding:
             raise ApprovalNotUsable(
@@ -165,4 +171,4 @@ class HeldStatements:
         if not await self.broker.consume(request.id, binding):
             raise ApprovalNotUsable("approval_already_used",
                                     f"the approval of request {request.id} was already used; ask again")
-        return await session.run_released(sql, verdict)
+        return await session.run_released(sql, verdict, parameters=parameters, param_types=param_types)

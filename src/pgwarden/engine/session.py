@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -101,14 +102,19 @@ class Session:
 
     # -- execution -------------------------------------------------------------------
 
-    async def run(self, sql: str) -> RunResult:
-        """Execute ``sql`` if the policy allows it; results come back screened."""
+    async def run(self, sql: str, *, parameters: Sequence[str | None] | None = None,
+                  param_types: Sequence[int] = ()) -> RunResult:
+        """Execute ``sql`` if the policy allows it; results come back screened.
+
+        ``parameters`` (text form, None for NULL) make it one statement with ``$n`` parameters.
+        """
         verdict = self.authorise(sql)
         if verdict.decision is not Decision.ALLOW:
             raise StatementRefused(verdict)
-        return await self._execute(sql, verdict)
+        return await self._execute(sql, verdict, parameters=parameters, param_types=param_types)
 
-    async def run_released(self, sql: str, verdict: Verdict) -> RunResult:
+    async def run_released(self, sql: str, verdict: Verdict, *, parameters: Sequence[str | None] | None = None,
+                           param_types: Sequence[int] = ()) -> RunResult:
         """Execute ``sql`` that an approver released (only :class:`~pgwarden.engine.runtime.HeldStatements`
         calls this, after binding and consuming the approval): on a connection of its own, pinned
         like the session's but read-write, opened for this statement and closed after it."""
@@ -118,12 +124,12 @@ class Session:
         conn = await upstream.connect(self._target, settings, self.gateway.login(self.rule),
                                       target_name=self.target, application_name=settings.application_name)
         try:
-            return await self._execute(sql, verdict, conn=conn)
+            return await self._execute(sql, verdict, conn=conn, parameters=parameters, param_types=param_types)
         finally:
             await conn.close()
 
-    async def _execute(self, sql: str, verdict: Verdict, *,
-                       conn: psycopg.AsyncConnection | None = None) -> RunResult:
+    async def _execute(self, sql: str, verdict: Verdict, *, conn: psycopg.AsyncConnection | None = None,
+                       parameters: Sequence[str | None] | None = None, param_types: Sequence[int] = ()) -> RunResult:
         started = time.perf_counter()
         if any(e.copy for e in verdict.effects):
             if len(verdict.plans) != 1:
@@ -148,7 +154,9 @@ class Session:
                     await conn.execute(b"BEGIN READ ONLY")
                 # Masks substituted inside the statement (policy/_rewrite.py) travel in the verdict's
                 # upstream text; it is sent, never shown or recorded.
-                error = await self._stream(conn, verdict.text_for_upstream(text).encode(), verdict, results)
+                params = None if parameters is None else [None if p is None else p.encode() for p in parameters]
+                error = await self._stream(conn, verdict.text_for_upstream(text).encode(), verdict, results,
+                                           params=params, param_types=param_types)
                 if wrap:
                     if error is None and conn.info.transaction_status == pq.TransactionStatus.INTRANS:
                         await conn.execute(b"COMMIT")
@@ -173,7 +181,8 @@ class Session:
         return RunResult(verdict, results, list(self._notices), ran, (time.perf_counter() - started) * 1000)
 
     async def _stream(self, conn: psycopg.AsyncConnection, text: bytes, verdict: Verdict,
-                      results: list[StatementResult]) -> UpstreamError | ResultShapeMismatch | None:
+                      results: list[StatementResult], *, params: Sequence[bytes | None] | None = None,
+                      param_types: Sequence[int] = ()) -> UpstreamError | ResultShapeMismatch | None:
         plans = verdict.plans
         max_rows = verdict.max_rows
         max_bytes = self.rule.max_result_bytes if self.rule is not None else 64 << 20
@@ -184,7 +193,7 @@ class Session:
         truncated = False
         copy_lines: list[tuple[str | None, ...]] | None = None
         single_read = len(plans) == 1 and verdict.settings is not None and verdict.settings.read_only
-        events = upstream.execute(conn, text)
+        events = upstream.execute(conn, text, params=params, param_types=param_types)
         failure: UpstreamError | None = None
         try:
             async for event in events:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -351,8 +351,12 @@ def _rows(res: pq.abc.PGresult) -> list[list[bytes | None]]:
     return [[get(r, c) for c in range(width)] for r in range(res.ntuples)]
 
 
-async def execute(conn: psycopg.AsyncConnection, text: bytes) -> AsyncIterator[object]:
-    """Run ``text`` (a simple query: one or more statements) and yield its results as events.
+async def execute(conn: psycopg.AsyncConnection, text: bytes, *, params: Sequence[bytes | None] | None = None,
+                  param_types: Sequence[int] = ()) -> AsyncIterator[object]:
+    """Run ``text`` and yield its results as events.
+
+    Without ``params`` it is a simple query (one or more statements); with them, one statement
+    with ``$n`` parameters in text form (``param_types``: their type OIDs, 0 or missing for unknown).
 
     Rows arrive in chunks of at most :data:`CHUNK_ROWS`. A caller that stops iterating early
     leaves the connection busy: it must :func:`cancel_and_drain` it (``Session`` does).
@@ -360,7 +364,11 @@ async def execute(conn: psycopg.AsyncConnection, text: bytes) -> AsyncIterator[o
     """
     pgconn = conn.pgconn
     async with conn.lock:
-        pgconn.send_query(text)
+        if params is None:
+            pgconn.send_query(text)
+        else:
+            types = [*param_types[:len(params)], *[0] * (len(params) - len(param_types))] if param_types else None
+            pgconn.send_query_params(text, list(params), types)
         if not pgconn.set_chunked_rows_mode(CHUNK_ROWS):  # pragma: no cover - libpq < 17
             pgconn.set_single_row_mode()
         started = False

@@ -33,6 +33,7 @@ from pgwarden.policy.results import ColumnInfo, ResultScreen, ResultShapeMismatc
 from pgwarden.policy.verdict import Decision, StatementPlan, Verdict
 
 from . import messages as m
+from ._hold import Collecting, HoldRefused, extended_replies
 from ._queue import ReplyQueue
 from .codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -94,10 +95,17 @@ class Engine(Protocol):
 
 @dataclass
 class Hold:
-    """A simple Query the policy holds for a human; the server waits and answers with finish_hold."""
+    """A statement the policy holds for a human; the server waits and answers with finish_hold.
+
+    A simple Query, or an extended-protocol one-shot statement (``extended``: what was collected up to
+    Sync, see _hold.py) with its ``parameters`` in text form.
+    """
 
     sql: str
     verdict: Verdict
+    parameters: tuple[str | None, ...] | None = None
+    param_types: tuple[int, ...] = ()
+    extended: Collecting | None = None
 
 
 @dataclass
@@ -269,6 +277,7 @@ class ProxyConnection:
         self.to_upstream: list[bytes] = []
         self.to_client: list[bytes] = []
         self.held: Hold | None = None
+        self._collecting: Collecting | None = None  # an unnamed Parse that needs approval, until Sync
         self.terminated = False
         self.fatal: m.ErrorResponse | None = None  # upstream said FATAL / bookkeeping lost: end the session
         self.want_cancel = False  # the server should cancel what runs upstream (a result is withheld)
@@ -309,6 +318,9 @@ class ProxyConnection:
         q = self.queue
         if kind == _X:
             self.terminated = True
+            return
+        if self._collecting is not None:
+            self._collect(kind, payload)
             return
         if kind in _COPY_CLIENT or kind in (_S, _H):
             self._push(kind, None, _frame(kind, payload))
@@ -383,9 +395,12 @@ class ProxyConnection:
         self._push(_Q, ctx, _frame(_Q, payload) if text is sql else encode(m.Query(text)))
 
     def finish_hold(self, replies: Sequence[m.BackendMessage]) -> None:
-        """The held Query was answered (rows of the released statement, or an error): send the replies and
-        a ReadyForQuery, then go on with what the client sent meanwhile."""
+        """The held statement was answered (rows of the released statement, or an error): send the replies
+        and a ReadyForQuery, then go on with what the client sent meanwhile."""
+        hold = self.held
         self.held = None
+        if hold is not None and hold.extended is not None:
+            replies = extended_replies(hold.extended, replies)
         for msg in replies:
             self.to_client.append(encode(msg))
         self.to_client.append(encode(m.ReadyForQuery(self.queue.status or b"I")))
@@ -396,10 +411,15 @@ class ProxyConnection:
         if verdict.decision is not Decision.ALLOW:
             self._stmts.pop(msg.name, None)
             if verdict.decision is Decision.NEEDS_APPROVAL:
+                if msg.name == "" and not len(self.queue) and not self.queue.skipping:
+                    # Wait for its Bind (the values are part of what is approved), up to Sync.
+                    self._collecting = Collecting(msg.query, verdict, msg.param_types)
+                    return
                 error = self.engine.refusal(verdict)
-                self._refuse(_P, m.error("ERROR", "55000", (error.message or "") + " (approvals are waited for "
-                                         "on simple-protocol statements only)",
-                                         hint="send it as a simple query (psql, or without parameters)"))
+                self._refuse(_P, m.error("ERROR", "55000", (error.message or "") + " (a statement that needs "
+                                         "approval cannot be prepared by name or pipelined)",
+                                         hint="send it on its own: unnamed Parse, Bind, Execute, Sync, or as a "
+                                         "simple query"))
                 return
             self._refuse_verdict(_P, msg.query, verdict)
             return
@@ -408,6 +428,27 @@ class ProxyConnection:
         text = verdict.text_for_upstream(msg.query)
         data = _frame(_P, payload) if text is msg.query else encode(m.Parse(msg.name, text, msg.param_types))
         self._push(_P, None, data)
+
+    def _collect(self, kind: int, payload: bytes) -> None:
+        """A message after an unnamed Parse that needs approval: collected until Sync makes it a Hold."""
+        collecting = self._collecting
+        assert collecting is not None
+        try:
+            if kind == _S:
+                parameters = collecting.complete()
+                self._collecting = None
+                self.held = Hold(collecting.sql, collecting.verdict, parameters, collecting.param_types, collecting)
+                return
+            if kind not in (_B, _D, _E):
+                raise HoldRefused(f"a statement that needs approval cannot be followed by a {chr(kind)!r} "
+                                  "message before Sync")
+            collecting.add(decode_frontend(kind, payload))
+        except HoldRefused as exc:
+            # As PostgreSQL answers a failed Parse: the error, everything up to Sync skipped.
+            self._collecting = None
+            self._refuse(_P, exc.error)
+            if kind == _S:
+                self._client_frame(kind, payload)
 
     def _bind(self, msg: m.Bind, payload: bytes) -> None:
         stmt = self._stmts.get(msg.statement)

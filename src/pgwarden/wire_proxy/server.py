@@ -652,7 +652,7 @@ class ProxyServer:
         session = hooks.session
         record = hooks.open_record(hold.sql, hold.verdict)
         try:
-            request = await held.hold(session, hold.sql, hold.verdict)
+            request = await held.hold(session, hold.sql, hold.verdict, parameters=hold.parameters or ())
         except Exception as exc:
             record.error(getattr(exc, "sqlstate", None) or "55000", str(exc))
             record.close()
@@ -698,7 +698,8 @@ class ProxyServer:
         if isinstance(record, _Record):
             record.st.approval_decided(request.id, current.decided_by, current.status.value, wait_ms)
         try:
-            result = await held.release(session, hold.sql, current)
+            result = await held.release(session, hold.sql, current, parameters=hold.parameters,
+                                        param_types=hold.param_types)
         except Exception as exc:
             sqlstate = getattr(exc, "sqlstate", None) or "55000"
             text = getattr(exc, "message", None) or str(exc)
