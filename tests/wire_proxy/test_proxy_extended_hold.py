@@ -32,7 +32,7 @@ def held_proxy(make_db_module, wire_dir: Path, keys: Keys) -> Iterator[RunningPr
     data = config_data(make_db_module(SETUP), wire_dir, keys, proxy={"approval_notice_interval": 200})
     data["rules"].insert(0, {
         "name": "job-runner", "match": {"groups": ["job-runners"]}, "target": "main",
-        "statements": {"allow": ["read", "write"]},
+        "statements": {"allow": ["read", "write", "transaction"]},
         "approval": {"required_for": ["destructive", "ddl"], "approvers": ["dba"]},
         "schemas": {"allow": ["public"]}, "tables": {"allow": ["public.jobs"]},
     })
@@ -133,6 +133,21 @@ def test_other_shapes_are_refused_before_anything_runs(held_proxy: RunningProxy,
         raw.close()
     assert held_proxy.call(held_proxy.runtime.broker.list("pending")) == []  # type: ignore[union-attr]
     assert _count(held_proxy, keys, "id = 5") == 1
+
+
+@pytest.mark.parametrize("params", [None, [8]], ids=["simple", "extended"])
+def test_no_hold_inside_a_transaction_block(held_proxy: RunningProxy, keys: Keys, params) -> None:
+    """Released statements run on a connection of their own: inside the client's transaction one would
+    commit by itself and survive the client's ROLLBACK, so it is refused there with what to do instead."""
+    with psycopg.connect(held_proxy.dsn(keys.token("runner", ("job-runners",)), user="runner")) as conn:
+        conn.execute("SELECT 1")  # psycopg opened a transaction block
+        with pytest.raises(psycopg.errors.ActiveSqlTransaction, match="transaction block") as info:
+            conn.execute("DELETE FROM jobs WHERE id = 8" if params is None else "DELETE FROM jobs WHERE id = %s",
+                         params)
+        assert "autocommit" in (info.value.diag.message_hint or "")
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM jobs WHERE id = 8").fetchone() == (1,)
+    assert held_proxy.call(held_proxy.runtime.broker.list("pending")) == []  # type: ignore[union-attr]
 
 
 def test_disconnect_while_held_withdraws(held_proxy: RunningProxy, keys: Keys) -> None:

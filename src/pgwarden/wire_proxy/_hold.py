@@ -134,8 +134,9 @@ def _numeric(raw: bytes) -> str:
     value = 0
     for d in digits:
         value = value * 10000 + d
-    exponent = (weight - ndigits + 1) * 4  # value × 10^exponent
-    ctx = decimal.Context(prec=4 * (abs(weight) + ndigits + 2) + dscale)  # exact: never rounded by the default 28 digits
+    exponent = (weight - ndigits + 1) * 4  # value * 10^exponent
+    # exact: never rounded to the default context's 28 digits
+    ctx = decimal.Context(prec=4 * (abs(weight) + ndigits + 2) + dscale)
     number = decimal.Decimal(value).scaleb(exponent, ctx)
     text = f"{number.quantize(decimal.Decimal(1).scaleb(-dscale), context=ctx):f}" if ndigits else f"{0:.{dscale}f}"
     return ("-" if sign == 0x4000 else "") + text

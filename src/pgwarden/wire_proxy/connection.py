@@ -262,6 +262,13 @@ def _renamed(desc: m.RowDescription, names: Sequence[str]) -> m.RowDescription |
         for f, n in zip(desc.fields, names, strict=True)))
 
 
+# A released statement runs on a connection of its own (HeldStatements.release): inside the client's
+# transaction it would commit on its own and survive the client's ROLLBACK, so it is not held there.
+_IN_TRANSACTION = m.error("ERROR", "25001", "pgwarden: a statement that needs approval cannot wait inside a "
+                          "transaction block: once approved it runs and commits on its own",
+                          hint="end the transaction (COMMIT or ROLLBACK) and send it on its own, in autocommit")
+
+
 class ProxyConnection:
     """The state machine of one authenticated session (see the module docstring)."""
 
@@ -385,6 +392,9 @@ class ProxyConnection:
                 self._refuse(_Q, m.error("ERROR", "55000", "pgwarden: this statement needs an approval, which "
                                          "cannot be waited for inside a pipeline", hint="send it on its own"))
                 return
+            if self.queue.status != b"I":
+                self._refuse(_Q, _IN_TRANSACTION)
+                return
             self.held = Hold(sql, verdict)
             return
         if verdict.decision is not Decision.ALLOW:
@@ -411,6 +421,9 @@ class ProxyConnection:
         if verdict.decision is not Decision.ALLOW:
             self._stmts.pop(msg.name, None)
             if verdict.decision is Decision.NEEDS_APPROVAL:
+                if msg.name == "" and not len(self.queue) and not self.queue.skipping and self.queue.status != b"I":
+                    self._refuse(_P, _IN_TRANSACTION)
+                    return
                 if msg.name == "" and not len(self.queue) and not self.queue.skipping:
                     # Wait for its Bind (the values are part of what is approved), up to Sync.
                     self._collecting = Collecting(msg.query, verdict, msg.param_types)
