@@ -56,6 +56,7 @@ class Decider:
         self.shape_cache = shape_cache
         self.version = version
         self._cache: LRU[tuple, Verdict] = LRU(cache_size)  # shared by every session: thread-safe
+        self._peek, self._touch = self._cache.peek, self._cache.touch
         self._rules: dict[tuple, tuple[Rule | None, MaskSet]] = {}
         self._settings: dict[tuple, PinnedSettings] = {}
         self._memo: dict[tuple, tuple] = {}  # relation checks: (rule, relation, search_path, masked) → denials
@@ -68,11 +69,16 @@ class Decider:
 
     def decide(self, sql: str, *, subject: str, groups: Iterable[str] = (), target: str | None = None,
                catalog: Catalog, session: SessionFacts = NO_SESSION) -> Verdict:
-        group_set = groups if isinstance(groups, frozenset) else frozenset(groups)
+        group_set = groups if groups.__class__ is frozenset else frozenset(groups)
         key = (sql, subject, group_set, target, catalog.version, catalog.search_path)
-        cached = self._cache.get(key) if session is NO_SESSION else None
-        if cached is not None:
-            return cached
+        if session is NO_SESSION:
+            cached = self._peek(key)  # the LRU's read, inlined (policy/_lru.py: the hot path of repeats)
+            if cached is not None:
+                try:
+                    self._touch(key)
+                except KeyError:
+                    pass  # evicted by another thread meanwhile: the verdict read is still right
+                return cached
         rule, masks = self._principal(subject, group_set, target)
         if rule is None:
             return Verdict(Decision.DENY, None, (Reason(
