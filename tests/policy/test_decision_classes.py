@@ -409,10 +409,12 @@ def test_shape_cache_serves_new_literals_but_never_literal_dependent_verdicts() 
     w = World()
     first = w.decide("SELECT id, note FROM orders WHERE id = 1")
     assert w.decide("SELECT id, note FROM orders WHERE id = 2") is first  # same shape
-    # a text with masks spliced in keeps to its exact text: its splice offsets move with the literals
+    # a text with masks spliced in is shared too, its splices placed in the new text (they move with the
+    # literals): see test_masked_shape_cache.py
     masked = w.decide("SELECT id, card_number FROM customers WHERE id = 1")
     other = w.decide("SELECT id, card_number FROM customers WHERE id = 22")
     assert other is not masked and other.upstream_text.endswith("WHERE id = 22")
+    assert other.plans is masked.plans
     # verdicts that looked at a literal are never reused for other literals
     assert w.decide("SELECT set_config('TimeZone', 'UTC', false)").decision is Decision.ALLOW
     assert w.decide("SELECT set_config('role', 'postgres', false)").decision is Decision.DENY

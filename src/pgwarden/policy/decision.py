@@ -13,6 +13,7 @@ The module is pure: no I/O, and the same inputs always give the same verdict.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 
 from ._checks import RuleChecks, StatementCheck
@@ -27,9 +28,12 @@ from .sql import (
     RewriteError,
     RewritePlanner,
     SessionFacts,
+    SpliceTemplate,
     analyse,
     apply,
+    resplice,
     shape_key,
+    splice_template,
     splices_for,
 )
 from .verdict import (
@@ -74,7 +78,7 @@ class Decider:
         if session is NO_SESSION:
             cached = self._peek(key)  # the LRU's read, inlined (policy/_lru.py: the hot path of repeats)
             if cached is not None:
-                try:
+                try:  # noqa: SIM105 (contextlib.suppress costs more than the rest of a hit)
                     self._touch(key)
                 except KeyError:
                     pass  # evicted by another thread meanwhile: the verdict read is still right
@@ -100,18 +104,27 @@ class Decider:
             if shape_key is not None:
                 shaped = self._cache.get(shape_key)
                 if shaped is not None:
-                    return shaped
+                    if shaped.__class__ is Verdict:
+                        return shaped
+                    verdict = shaped.for_text(sql)  # a masked verdict: its splices placed in this text
+                    if verdict is not None:
+                        return verdict
         analysis = analyse(sql, catalog, session)
         verdict = self.decide_analysis(analysis, rule=rule, masks=masks, subject=subject, catalog=catalog)
         for st in analysis.statements:
             if st.execute_name or st.cursor_name:
                 return verdict  # depends on the session's prepared statements and cursors: never cached
         self._remember(key, verdict)
-        # A rewritten text is not shared by shape: its splice offsets move when literals change length
-        # (measured in benchmarks/decide.py: an uncached masked verdict is cheap enough).
-        if (shape_key is not None and analysis.ok and verdict.upstream_text is None
+        if (shape_key is not None and analysis.ok
                 and not any(st.literal_dependent for st in analysis.statements)):
-            self._remember(shape_key, verdict)
+            if verdict.upstream_text is None:
+                self._remember(shape_key, verdict)
+            else:
+                # A rewritten text is shared with its splices placed relative to the text between its
+                # constants (their offsets move when a literal changes length): see _MaskedShape.
+                template = splice_template(sql, shape_key[1], verdict.splices)
+                if template is not None:
+                    self._cache.put(shape_key, _MaskedShape(verdict, template))
         return verdict
 
     def _remember(self, key: tuple, verdict: Verdict) -> None:
@@ -222,6 +235,32 @@ class Decider:
             if len(self._rules) < 10_000:
                 self._rules[key] = found
         return found
+
+
+class _MaskedShape:
+    """A masked verdict in the shape cache, with the template of its splices (sql/_rewrite.py)."""
+
+    __slots__ = ("template", "verdict")
+
+    def __init__(self, verdict: Verdict, template: SpliceTemplate) -> None:
+        self.verdict = verdict
+        self.template = template
+
+    def for_text(self, sql: str) -> Verdict | None:
+        """The verdict for ``sql``, a text of the same shape: the same decision and plans, with the mask
+        rewrite spliced into this text; None when its constants are not plain (``resplice``)."""
+        splices = resplice(self.template, sql)
+        if splices is None:
+            return None
+        v = self.verdict  # dataclasses.replace, spelled out: it costs more than the rest of a hit
+        return Verdict(v.decision, v.rule, v.reasons, v.plans, v.max_rows, v.settings, v.approval, v.policy_version,
+                       v.cached, v.effects, apply(sql, splices), tuple(splices))
+
+
+if tuple(f.name for f in dataclasses.fields(Verdict)) != (
+        "decision", "rule", "reasons", "plans", "max_rows", "settings", "approval", "policy_version", "cached",
+        "effects", "upstream_text", "splices"):
+    raise RuntimeError("Verdict's fields changed: update _MaskedShape.for_text, which copies them all")
 
 
 def _application_name(subject: str) -> str:

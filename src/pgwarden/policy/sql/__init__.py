@@ -7,11 +7,22 @@ their access, column lineage of every output, nested statements, effects on the 
 statements, cursors). :func:`shape_key` is pg_query's normalisation, for the verdict cache of
 the same statement with other literals. The rewrite that substitutes masked values inside the
 statement (:class:`RewritePlanner`, :func:`apply`, :func:`splices_for`, :func:`client_position`)
-is SQL work too and lives here. Everything else in this package is private to it.
+is SQL work too and lives here, with its templates for the shape cache (:func:`splice_template`,
+:func:`resplice`). Everything else in this package is private to it.
 """
 
 from ._analyser import NO_SESSION, SessionFacts, analyse, shape_key
-from ._rewrite import RewriteError, RewritePlanner, apply, client_position, splices_for, without_keys
+from ._rewrite import (
+    RewriteError,
+    RewritePlanner,
+    SpliceTemplate,
+    apply,
+    client_position,
+    resplice,
+    splice_template,
+    splices_for,
+    without_keys,
+)
 
-__all__ = ["NO_SESSION", "RewriteError", "RewritePlanner", "SessionFacts", "analyse", "apply",
-           "client_position", "shape_key", "splices_for", "without_keys"]
+__all__ = ["NO_SESSION", "RewriteError", "RewritePlanner", "SessionFacts", "SpliceTemplate", "analyse", "apply",
+           "client_position", "resplice", "shape_key", "splice_template", "splices_for", "without_keys"]

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pglast import parser
 
@@ -166,9 +167,11 @@ def derived_table(ref: RelationRef, plans: list[ColumnPlan], keys: dict[int, byt
     return f"(SELECT {', '.join(items) or 'NULL'} FROM {only}{quote_ident(ref.schema)}.{quote_ident(ref.name)})"
 
 
-@dataclass(frozen=True, slots=True)
-class Splice:
-    """One replacement in the client's text: characters [start, end) become ``text``."""
+class Splice(NamedTuple):
+    """One replacement in the client's text: characters [start, end) become ``text``.
+
+    A named tuple (immutable, compared by value) rather than a frozen dataclass: a shape-cache hit
+    of a masked statement builds its splices anew, and a frozen dataclass costs a microsecond each."""
 
     start: int
     end: int
@@ -271,8 +274,8 @@ def client_position(splices: tuple[Splice, ...], position: int) -> int | None:
     return position - shift
 
 
-__all__ = ["ColumnPlan", "RewriteError", "Splice", "apply", "client_position", "derived_table",
-           "mask_expression", "quote_ident", "splices_for", "text_type"]
+__all__ = ["ColumnPlan", "RewriteError", "Splice", "SpliceTemplate", "apply", "client_position", "derived_table",
+           "mask_expression", "quote_ident", "resplice", "splice_template", "splices_for", "text_type"]
 
 
 class RewritePlanner:
@@ -363,3 +366,124 @@ _KEY_LITERAL = re.compile(r"pg_catalog\.decode\('[0-9a-f]{16,}', 'hex'\)")
 def without_keys(upstream_text: str) -> str:
     """The upstream text as the audit trail may keep it: the derived hash keys spliced in are withheld."""
     return _KEY_LITERAL.sub("pg_catalog.decode('<derived key withheld>', 'hex')", upstream_text)
+
+
+# -- the same rewrite for the same statement with other literals (the shape cache) -----------------
+#
+# A masked verdict is shared by every text of one shape (pg_query's normalisation: constants replaced
+# by ``$n``, every other character kept as written), but its splices are character offsets, which move
+# when a literal changes length. A SpliceTemplate keeps the client's text between its constants (the
+# "segments", exactly the text the normalisation keeps) and each splice as (segment, start, end) inside
+# one segment: a splice never covers a constant (it replaces names, dots, ``*``, ONLY, TABLE,
+# parentheses, a COPY column list). Another text of the same shape is then split the same way, by a
+# lexer for the plainest constants only, and its splices land at the same segment offsets.
+#
+# Why the offsets are right. Both texts must be ASCII (offsets in characters are then offsets in
+# bytes, as libpg_query counts them) and hold no ``$`` (so every ``$`` of the normalisation is a
+# placeholder, and the placeholders sit at the same places in both). A new text T is taken only when
+# T = S0 c1 S1 … cn Sn exactly, with S0…Sn the stored segments and each ci a constant the lexer below
+# accepts: then PostgreSQL's lexer sees ci as one constant token at that very place (the accepted forms
+# are lexed identically by it, and nothing around them can extend them), and the segments, the same
+# strings between the same token boundaries, lex to the same tokens as in the stored text. So the k-th
+# structural token of T is the k-th of the stored text and every splice boundary moves by the length
+# change of the constants before it. Anything else (E'' strings, booleans, exponents, a string followed
+# by another on the next line, which PostgreSQL joins into one) is not taken: the text is analysed.
+
+_PLAIN_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?![0-9A-Za-z_.$\x80-\uffff])")
+_PLAIN_STRING = re.compile(r"'(?:[^']|'')*'")
+_BLANK = re.compile(r"[ \t\n\r\f\v]*")
+
+
+def _constant_end(sql: str, i: int) -> int | None:
+    """End of the plain constant starting at ``sql[i]``: an integer or decimal (maybe negative), or a
+    standard string; None for any other form (the caller then analyses the text)."""
+    ch = sql[i:i + 1]
+    if ch == "'":
+        found = _PLAIN_STRING.match(sql, i)
+        if found is None:
+            return None
+        end = found.end()
+        after = _BLANK.match(sql, end).end()  # type: ignore[union-attr]
+        # 'a'<newline>'b' is one constant to PostgreSQL ('--' comments may sit between): refuse both.
+        if sql[after:after + 1] == "'" or sql[after:after + 2] == "--":
+            return None
+        return end
+    if ch == "-" or "0" <= ch <= "9":
+        found = _PLAIN_NUMBER.match(sql, i)
+        return None if found is None else found.end()
+    return None
+
+
+# The same constants as one pattern, to split a whole text in one match. Each constant's extent is
+# fixed by its first character (a number cannot stop before a digit, letter, '.' or '_'; a string
+# cannot close on a quote followed by a quote or by a continuation), so the match, if any, is
+# the one _constant_end finds constant by constant.
+_CONSTANT = (r"(-?[0-9]+(?:\.[0-9]+)?(?![0-9A-Za-z_.$\x80-\uffff])"
+             r"|'(?:[^']|'')*'(?![ \t\n\r\f\v]*(?:'|--)))")
+
+
+@dataclass(frozen=True, slots=True)
+class SpliceTemplate:
+    """The splices of one masked text, placed relative to the text between its constants."""
+
+    segments: tuple[str, ...]
+    splices: tuple[tuple[int, int, int, str], ...]  # (segment index, start, end inside it, replacement)
+    pattern: re.Pattern = field(compare=False)  # segments and constants: see resplice
+
+
+def _segments(sql: str, normalized: str) -> list[tuple[int, int]] | None:
+    """[start, end) of each segment of ``sql`` (the text between its constants), or None."""
+    if not sql.isascii() or "$" in sql:
+        return None
+    spans: list[tuple[int, int]] = []
+    i = j = 0
+    while True:
+        k = normalized.find("$", j)
+        seg = normalized[j:] if k < 0 else normalized[j:k]
+        if not sql.startswith(seg, i):
+            return None
+        spans.append((i, i + len(seg)))
+        i += len(seg)
+        if k < 0:
+            return spans if i == len(sql) else None
+        if len(spans) > 1 and not seg:
+            return None  # two constants side by side: not a plain shape
+        m = k + 1
+        while m < len(normalized) and "0" <= normalized[m] <= "9":
+            m += 1
+        if m == k + 1:
+            return None
+        end = _constant_end(sql, i)
+        if end is None:
+            return None
+        i, j = end, m
+
+
+def splice_template(sql: str, normalized: str, splices: tuple[Splice, ...]) -> SpliceTemplate | None:
+    """The template of ``sql``'s splices, or None when the text is not plain enough to share them."""
+    spans = _segments(sql, normalized)
+    if spans is None:
+        return None
+    placed = []
+    for s in splices:
+        index = next((n for n, (a, b) in enumerate(spans) if a <= s.start and s.end <= b), None)
+        if index is None:
+            return None  # a splice over a constant: never expected; refuse to share it
+        a = spans[index][0]
+        placed.append((index, s.start - a, s.end - a, s.text))
+    segments = tuple(sql[a:b] for a, b in spans)
+    pattern = re.compile(_CONSTANT.join(re.escape(seg) for seg in segments), re.DOTALL)
+    return SpliceTemplate(segments, tuple(placed), pattern)
+
+
+def resplice(template: SpliceTemplate, sql: str) -> list[Splice] | None:
+    """``template``'s splices placed in ``sql``, a text of the same shape; None when it cannot be
+    split into the same segments around plain constants (the caller analyses it instead)."""
+    if not sql.isascii() or "$" in sql:
+        return None
+    found = template.pattern.fullmatch(sql)
+    if found is None:
+        return None
+    ends = found.regs  # (whole), then each constant's span: segment n starts where constant n ends
+    return [Splice(a + (ends[n][1] if n else 0), b + (ends[n][1] if n else 0), text)
+            for n, a, b, text in template.splices]
