@@ -275,12 +275,13 @@ def shape_round(policy: PolicyDocument, catalog: Catalog, texts: Sequence[str], 
     last = run(texts[-1])
     if primed.upstream_text is not None:
         # A masked verdict is shared with its splices placed in each text: a new Verdict object with
-        # the cached one's plans (a full analysis would have built new ones), the rewrite in this text.
+        # the cached one's plans (a full analysis would have built new ones), the rewrite in this text,
+        # kept under this exact text too.
         assert last.plans is primed.plans and last.upstream_text != primed.upstream_text, \
             "shape round: a masked call missed the shape cache"
+        assert len(decider._cache) == size + len(texts) - 1, "shape round: a masked call missed the shape cache"
     else:
-        assert last is primed, "shape round: a call missed the shape cache"
-    assert len(decider._cache) == size, "shape round: a call missed the shape cache"
+        assert last is primed and len(decider._cache) == size, "shape round: a call missed the shape cache"
     return us
 
 

@@ -103,7 +103,8 @@ def test_masked_verdicts_are_served_from_the_shape_cache() -> None:
         assert v.plans is first.plans, sql  # from the shape cache: a full analysis builds its own plans
         assert v.upstream_text.endswith(f"WHERE id = {-i * 12345} AND full_name = '{name}'")
         assert v.client_position(len(v.upstream_text)) == len(sql)
-    assert len(w.decider._cache) == size  # nothing added: every text was a shape hit
+        assert w.decide(sql) is v  # kept under its exact text
+    assert len(w.decider._cache) == size + 4  # one exact entry per text, no new shape entry
 
 
 def test_texts_that_cannot_be_split_plainly_are_analysed() -> None:

@@ -108,6 +108,7 @@ class Decider:
                         return shaped
                     verdict = shaped.for_text(sql)  # a masked verdict: its splices placed in this text
                     if verdict is not None:
+                        self._remember(key, verdict)  # a repeat of this text is then an exact hit
                         return verdict
         analysis = analyse(sql, catalog, session)
         verdict = self.decide_analysis(analysis, rule=rule, masks=masks, subject=subject, catalog=catalog)
