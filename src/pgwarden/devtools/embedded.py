@@ -79,13 +79,18 @@ class EmbeddedPostgres:
 
 
 def start_embedded(directory: str | os.PathLike[str], *, tcp_port: int | None = None,
-                   settings: Mapping[str, str] = FAST_SETTINGS, timeout: int = 60) -> EmbeddedPostgres:
+                   settings: Mapping[str, str] = FAST_SETTINGS, timeout: int = 60, hba: str | None = None,
+                   tls: tuple[bytes, bytes] | None = None) -> EmbeddedPostgres:
     """Initialise (first time) and start PostgreSQL under ``directory``; return the running server.
 
     ``directory`` must exist or its parent must; the cluster lives in ``directory/data`` and the
     socket in ``directory/socket``. ``tcp_port=None`` listens on the socket only; ``0`` also listens
     on 127.0.0.1 on a free port; any other number on that port. If a server from an earlier call is
     still running there it is adopted, provided it matches the requested TCP setting.
+
+    ``hba``: the text of ``pg_hba.conf`` to use instead of initdb's ``trust`` for everything (written
+    before each start). ``tls``: a PEM certificate and its PEM private key; the server then runs with
+    ``ssl=on`` and that pair (``server.crt``/``server.key`` in the data directory).
     """
     pgserver = _pgserver()
     directory = Path(directory).resolve()
@@ -106,6 +111,13 @@ def start_embedded(directory: str | os.PathLike[str], *, tcp_port: int | None = 
         # C locale and UTF8: identical sorting on every machine, and no dependence on installed locales.
         pgserver.initdb(["--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync", "--no-instructions",
                          "-U", SUPERUSER], pgdata=pgdata, user=os_user, cwd=directory, timeout=timeout)
+
+    if hba is not None:
+        _write_owned(pgdata / "pg_hba.conf", hba.encode(), os_user)
+    if tls is not None:
+        _write_owned(pgdata / "server.crt", tls[0], os_user)
+        _write_owned(pgdata / "server.key", tls[1], os_user)
+        settings = {**settings, "ssl": "on", "ssl_cert_file": "server.crt", "ssl_key_file": "server.key"}
 
     socket_dir = directory / "socket"
     if len(str(socket_dir / ".s.PGSQL.65535.lock")) > _SOCKET_PATH_MAX:
@@ -198,6 +210,12 @@ def _give(path: Path, os_user: str | None, mode: int) -> None:
     if os_user is not None:
         shutil.chown(path, os_user, os_user)
     path.chmod(mode)
+
+
+def _write_owned(path: Path, data: bytes, os_user: str | None) -> None:
+    # 0600 and owned by the server's account: PostgreSQL refuses a private key anyone else can read.
+    path.write_bytes(data)
+    _give(path, os_user, 0o600)
 
 
 def _free_port(host: str) -> int:

@@ -214,6 +214,7 @@ class ProxyServer:
         self._cancel: dict[int, _Client] = {}
         self._per_principal: dict[str, int] = {}
         self._count = 0
+        self._cert_pem: str | None = None  # the certificate's PEM, for SCRAM channel binding (tls-server-end-point)
         self._ssl = self._tls_context()
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -227,6 +228,8 @@ class ProxyServer:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(cert, key)
         ctx.set_alpn_protocols(["postgresql"])
+        with open(cert, encoding="ascii") as f:
+            self._cert_pem = f.read()  # the first CERTIFICATE block is the one presented (load_cert_chain)
         return ctx
 
     async def start(self) -> None:
@@ -277,7 +280,15 @@ class ProxyServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             first = await asyncio.wait_for(_peek(loop, sock), self.settings.startup_timeout / 1000)
-        except (TimeoutError, OSError):
+        except TimeoutError:
+            # Nothing arrived: say why in the clear (a client that sends nothing can read a plain ErrorResponse).
+            with contextlib.suppress(OSError):
+                sock.send(encode(m.error("FATAL", "08P01", "pgwarden: no start-up packet within the proxy's "
+                                         "startup_timeout", hint="send a StartupMessage or SSLRequest after "
+                                         "connecting")))
+            sock.close()
+            return
+        except OSError:
             sock.close()
             return
         if not first:
@@ -304,6 +315,12 @@ class ProxyServer:
             sock.close()
             return
         if tls and (writer.get_extra_info("ssl_object").selected_alpn_protocol() != "postgresql"):
+            # As PostgreSQL 17: direct TLS needs ALPN "postgresql" (no cross-protocol use of the port).
+            with contextlib.suppress(Exception):
+                writer.write(encode(m.error("FATAL", "08P01", "pgwarden: direct TLS connection without the ALPN "
+                                            "protocol 'postgresql'", hint="use a PostgreSQL 17+ client with "
+                                            "sslnegotiation=direct, or the SSLRequest (sslnegotiation=postgres)")))
+                await asyncio.wait_for(writer.drain(), 1)
             writer.close()
             return
         client_address = addr[0] if isinstance(addr, tuple) else str(addr)
@@ -396,7 +413,8 @@ class ProxyServer:
     def _admit(self, principal: Principal) -> None:
         s = self.settings
         if self._count >= s.max_connections:
-            raise _Refused("53300", "pgwarden: too many connections to the proxy")
+            raise _Refused("53300", "pgwarden: too many connections to the proxy (max_connections)",
+                           "try again later, close idle connections, or raise proxy.max_connections")
         if self._per_principal.get(principal.subject, 0) >= s.max_connections_per_principal:
             raise _Refused("53300", f"pgwarden: too many connections for {principal.subject!r}",
                            "close idle connections, or ask for a higher max_connections_per_principal")
@@ -419,7 +437,10 @@ class ProxyServer:
                 if isinstance(msg, m.SSLRequest) and self._ssl is not None and not tls:
                     writer.write(b"S")
                     await writer.drain()
-                    await writer.start_tls(self._ssl)
+                    try:
+                        await writer.start_tls(self._ssl)
+                    except (ssl.SSLError, OSError) as exc:
+                        raise ConnectionError(f"TLS handshake failed: {exc}") from None
                     tls = True
                     startup_reader = StartupReader()
                 else:
@@ -461,7 +482,7 @@ class ProxyServer:
         frames = FrameReader(64 * 1024)
         service = next((u for u in self.settings.service_users if u.name == user), None)
         if service is not None:
-            return await self._scram(reader, writer, frames, service), target, AuthMethod.SCRAM.value
+            return await self._scram(reader, writer, frames, service, tls), target, AuthMethod.SCRAM.value
         if not tls and not _loopback(client_address):
             raise _Refused("28000", "pgwarden: a token is sent as a cleartext password, which needs TLS off loopback",
                            "connect with sslmode=require")
@@ -480,7 +501,10 @@ class ProxyServer:
                            f"connect as user {principal.subject!r} (or 'jwt')")
         return principal, target, AuthMethod.JWT.value
 
-    async def _scram(self, reader, writer, frames: FrameReader, service) -> Principal:
+    async def _scram(self, reader, writer, frames: FrameReader, service, tls: bool) -> Principal:
+        """SCRAM-SHA-256 against the configured verifier; under TLS SCRAM-SHA-256-PLUS is offered first, bound
+        to the proxy's certificate (``tls-server-end-point``), and a client claiming the server cannot bind
+        (flag ``y``) is refused as a downgrade, as PostgreSQL does. The exchange ends here: nothing is relayed."""
         from scramp import ScramException, ScramMechanism
 
         from pgwarden.engine.secrets import resolve_secret
@@ -489,15 +513,21 @@ class ProxyServer:
             verifier = _parse_verifier(resolve_secret(service.verifier, base_dir=self.runtime.config.base_dir))
         except Exception:
             raise _Refused("28P01", f"pgwarden: password authentication failed for user {service.name!r}") from None
-        mech = ScramMechanism("SCRAM-SHA-256")
-        server = mech.make_server(lambda _name: verifier)
-        writer.write(encode(m.AuthenticationSASL(("SCRAM-SHA-256",))))
+        binding = ("tls-server-end-point", self._cert_pem) if tls and self._cert_pem else None
+        offered = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-256") if binding else ("SCRAM-SHA-256",)
+        writer.write(encode(m.AuthenticationSASL(offered)))
         await writer.drain()
         try:
             first = (await _read_password(reader, frames)).sasl_initial()
-            if first.mechanism != "SCRAM-SHA-256" or first.data is None:
-                raise _Refused("28000", "pgwarden: SCRAM-SHA-256 is the only mechanism offered")
-            server.set_client_first(first.data.decode())
+            if first.mechanism not in offered or first.data is None:
+                raise _Refused("28000", f"pgwarden: SASL mechanism {first.mechanism!r} is not offered "
+                               f"(offered: {', '.join(offered)})")
+            text = first.data.decode()
+            if (first.mechanism == "SCRAM-SHA-256") == text.startswith("p="):
+                raise _Refused("28000", "pgwarden: channel binding flag does not match the SASL mechanism"
+                               if text.startswith("p=") else "pgwarden: SCRAM-SHA-256-PLUS needs channel binding")
+            server = ScramMechanism(first.mechanism).make_server(lambda _name: verifier, channel_binding=binding)
+            server.set_client_first(text)
             writer.write(encode(m.AuthenticationSASLContinue(server.get_server_first().encode())))
             await writer.drain()
             final = (await _read_password(reader, frames)).sasl_response()
