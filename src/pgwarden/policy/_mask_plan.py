@@ -27,6 +27,7 @@ from .verdict import (
 )
 
 _UNSEEN = object()
+_READ = Access.READ  # (an enum member read from its class goes through a descriptor: hoisted)
 
 
 class MaskSet:
@@ -225,24 +226,23 @@ class MaskPlanning:
         covered: set[tuple[str, str]] = set()  # tables whose masked values the wrapped references mask
         referenced: set[tuple[str, str]] = set()
         origins: set[tuple[int, int]] = set()
+        wrap = rewriter.wrap  # type: ignore[union-attr]
         for ref in st.relation_refs:
             referenced.add((ref.schema, ref.name))
-            body, raw, refusal = rewriter.wrap(ref, masks, catalog)  # type: ignore[union-attr]
+            body, raw, refusal, covers = wrap(ref, masks, catalog)
             if refusal:
                 self.deny("mask_key_unavailable", f"{ref.schema}.{ref.name}: {refusal}, so its masks cannot be "
                           "applied; ask the gateway's administrators")
                 continue
             if body is None:
                 continue
-            covered.add((ref.schema, ref.name))
-            for _, _, sources, _ in ref.columns:
-                covered.update((c.schema, c.table) for c in sources)
-            covered.update(rewriter.descendants(catalog).get((ref.schema, ref.name), ()))  # type: ignore[union-attr]
-            origins |= raw
+            covered |= covers
+            if raw:
+                origins |= raw
             self.rewrites.append((ref, body, [o.name for o in st.outputs] if copy_relation else None))
         for rel in st.relations:
             # A relation read through a path the rewrite has no splice point for: refuse, never guess.
-            if (rel.access is Access.READ and rel.via_view is None and rel.resolved
+            if (rel.access is _READ and rel.via_view is None and rel.resolved
                     and (rel.schema, rel.name) not in referenced and rel.schema not in builtins.SYSTEM_SCHEMAS):
                 found = catalog.resolve_relation(rel.schema, rel.name)
                 if found is not None and any(masks.find(ColumnId(rel.schema, rel.name, c.name))

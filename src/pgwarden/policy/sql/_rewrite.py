@@ -192,6 +192,108 @@ def splices_for(sql: str, items: list[tuple[RelationRef, str, list[str] | None]]
     ``items`` pairs each reference with its derived table, and for the relation of a
     ``COPY t [(cols)] TO STDOUT`` the columns copied: that becomes ``COPY (SELECT cols FROM (…) AS t)``.
     """
+    found = _plain_splices(sql, items)
+    return found if found is not None else scanned_splices(sql, items)
+
+
+# -- splices found without the lexer, for plainly written references ------------------------------
+#
+# pglast's scan builds a Python object per token of the whole text, which costs more than the rest of
+# a masked verdict. Most references are written plainly: ``[ONLY] [schema.]name`` on one line with its
+# keyword, followed by an alias, a keyword, ``,``, ``)``, ``;`` or the end. For those, the tokens the
+# splice depends on are read around the reference's location (a token start, from the parse tree):
+# forwards, the qualified name, whose last part must be the relation's name and the one before its
+# schema; backwards, over spaces and tabs only, the word before (ONLY, TABLE) or ``(``. Anything that
+# could hide a token from that reading — a newline before the reference (a ``--`` comment may end
+# there), a comment, a quote or operator next to a name, ``*``, a COPY column list, non-ASCII text —
+# sends the whole text to the lexer instead (``scanned_splices``), and so does any disagreement with
+# the parse tree (ONLY found but the reference inherits, or the reverse).
+
+_IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
+_QUALIFIED = re.compile(rf"{_IDENT}(?:[ \t\n\r\f\v]*\.[ \t\n\r\f\v]*{_IDENT}){{0,2}}")
+_PART = re.compile(_IDENT)
+_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
+_BEFORE_WORD = frozenset(" \t\f\v(),;")
+_AFTER_NAME = frozenset(" \t\n\r\f\v,;)")
+_OTHER = ""
+
+
+def _word_before(sql: str, j: int) -> tuple[int, str] | None:
+    """The token just before position ``j``, skipping spaces and tabs: (start, upper-cased word), (start,
+    "(") or (j, "") for any other token (or none); None when it cannot be told without the lexer."""
+    while j > 0 and sql[j - 1] in " \t\f\v":
+        j -= 1
+    if j == 0:
+        return (0, _OTHER)
+    p = sql[j - 1]
+    if p in "\n\r/":
+        return None  # a comment may end here, and hide the real token before it
+    if p == "(":
+        return (j - 1, "(")
+    if p in _WORD_CHARS:
+        k = j - 1
+        while k > 0 and sql[k - 1] in _WORD_CHARS:
+            k -= 1
+        if k > 0 and sql[k - 1] not in _BEFORE_WORD:
+            return None
+        return (k, sql[k:j].upper())
+    return (j, _OTHER)
+
+
+def _part_name(part: str) -> str:
+    return part[1:-1].replace('""', '"') if part[0] == '"' else part.lower()
+
+
+def _plain_splices(sql: str, items: list[tuple[RelationRef, str, list[str] | None]]) -> list[Splice] | None:
+    if not sql.isascii():
+        return None
+    out: list[Splice] = []
+    seen: set[int] = set()
+    n = len(sql)
+    for ref, body, copy_columns in items:
+        if ref.location in seen:
+            continue
+        seen.add(ref.location)
+        if copy_columns is not None:
+            return None
+        name = _QUALIFIED.match(sql, ref.location)
+        if name is None:
+            return None
+        parts = _PART.findall(name.group())
+        if _part_name(parts[-1]) != ref.name or (len(parts) > 1 and _part_name(parts[-2]) != ref.schema):
+            return None
+        start, end = name.start(), name.end()
+        if end < n and sql[end] not in _AFTER_NAME:
+            return None
+        after = end
+        while after < n and sql[after] in " \t\n\r\f\v":
+            after += 1
+        if after < n and (sql[after] in ".*(\"'" or sql.startswith(("--", "/*"), after)):
+            return None
+        before = _word_before(sql, start)
+        if before is None:
+            return None
+        only = False
+        if before[1] == "ONLY":
+            only = True
+            start = before[0]
+            before = _word_before(sql, start)
+        elif before[1] == "(" and after < n and sql[after] == ")":
+            inner = _word_before(sql, before[0])
+            if inner is None:
+                return None
+            if inner[1] == "ONLY":
+                only = True
+                start, end = inner[0], after + 1
+                before = _word_before(sql, start)
+        if before is None or only == ref.inherit:
+            return None  # the parse tree says otherwise: let the lexer decide
+        out.append(_reference_splice(ref, body, start, end, before[0] if before[1] == "TABLE" else None))
+    return _in_order(out)
+
+
+def scanned_splices(sql: str, items: list[tuple[RelationRef, str, list[str] | None]]) -> list[Splice]:
+    """``splices_for`` with the whole text lexed: every token around each reference read as PostgreSQL does."""
     tokens = _tokens(sql)
     starts = {tok.start: i for i, tok in enumerate(tokens)}
     ascii_only = sql.isascii()
@@ -233,16 +335,30 @@ def splices_for(sql: str, items: list[tuple[RelationRef, str, list[str] | None]]
             cols = ", ".join(quote_ident(c) for c in copy_columns) if copy_columns else "*"
             out.append(Splice(start, end, f"(SELECT {cols} FROM {body} AS {alias})"))
             continue
-        if before >= 0 and tokens[before].name == "TABLE":
-            out.append(Splice(tokens[before].start, end, f"SELECT * FROM {body} AS {alias}"))
-        elif ref.aliased:
-            out.append(Splice(start, end, body))
-        else:
-            out.append(Splice(start, end, f"{body} AS {alias}"))
+        table = tokens[before].start if before >= 0 and tokens[before].name == "TABLE" else None
+        out.append(_reference_splice(ref, body, start, end, table))
+    found = _in_order(out)
+    if found is None:
+        raise RewriteError("overlapping relation references")
+    return found
+
+
+def _reference_splice(ref: RelationRef, body: str, start: int, end: int, table: int | None) -> Splice:
+    """The splice of one reference spanning [start, end); ``table``: where ``TABLE`` starts before it."""
+    alias = quote_ident(ref.name)
+    if table is not None:
+        return Splice(table, end, f"SELECT * FROM {body} AS {alias}")
+    if ref.aliased:
+        return Splice(start, end, body)
+    return Splice(start, end, f"{body} AS {alias}")
+
+
+def _in_order(out: list[Splice]) -> list[Splice] | None:
+    """The splices sorted by position, or None when two overlap."""
     out.sort(key=lambda s: s.start)
     for a, b in itertools.pairwise(out):
         if b.start < a.end:
-            raise RewriteError("overlapping relation references")
+            return None
     return out
 
 
@@ -289,7 +405,8 @@ class RewritePlanner:
         self.mask_key = mask_key
         self._keys: dict[int, bytes | None] = {}
         self._key_errors: dict[int, str] = {}
-        self._bodies: dict[tuple, tuple[str | None, frozenset[tuple[int, int]], str | None]] = {}
+        self._bodies: dict[tuple, tuple[str | None, frozenset[tuple[int, int]], str | None,
+                                        frozenset[tuple[str, str]]]] = {}
         self._descendants: dict[str, dict[tuple[str, str], tuple[tuple[str, str], ...]]] = {}
 
     def key(self, mask: ColumnMask) -> bytes | None:
@@ -316,8 +433,10 @@ class RewritePlanner:
             self._descendants[catalog.version] = found
         return found
 
-    def wrap(self, ref: RelationRef, mask_set, catalog) -> tuple[str | None, frozenset[tuple[int, int]], str | None]:
-        """(derived table or None when nothing is masked, raw masked origins, refusal or None)."""
+    def wrap(self, ref: RelationRef, mask_set,
+             catalog) -> tuple[str | None, frozenset[tuple[int, int]], str | None, frozenset[tuple[str, str]]]:
+        """(derived table or None when nothing is masked, raw masked origins, refusal or None, the tables
+        whose masked values the derived table masks: the relation, its columns' sources, its descendants)."""
         key = (mask_set, catalog.version, ref.schema, ref.name, ref.inherit)
         hit = self._bodies.get(key)
         if hit is not None:
@@ -353,7 +472,10 @@ class RewritePlanner:
             keys = {id(p.mask): self.key(p.mask) for p in plans
                     if p.mask is not None and p.mask.strategy is MaskStrategy.HASH and not p.whole}
             body = derived_table(ref, plans, keys)  # type: ignore[arg-type]
-        result = (body, frozenset(origins), refusal)
+        covers = {(ref.schema, ref.name), *self.descendants(catalog).get((ref.schema, ref.name), ())}
+        for _, _, sources, _ in ref.columns:
+            covers.update((c.schema, c.table) for c in sources)
+        result = (body, frozenset(origins), refusal, frozenset(covers))
         if len(self._bodies) > 50_000:
             self._bodies.clear()
         self._bodies[key] = result
