@@ -187,6 +187,20 @@ def make_verifier(password: str, iterations: int = 4096) -> str:
     return f"SCRAM-SHA-256${iters}:{b64(salt).decode()}${b64(stored).decode()}:{b64(server).decode()}"
 
 
+def _set_client_first(server, text: str) -> None:
+    """Give scramp the client-first message. libpq sends an empty user name (``n=,``: PostgreSQL takes the
+    user from the start-up packet, RFC 5802 allows it), which scramp refuses; it is parsed with a placeholder
+    name, and the signatures are then computed over the exact bytes the client sent, or its proof would
+    never match."""
+    head, sep, rest = text.partition(",")
+    authzid, sep2, bare = rest.partition(",")
+    if not (sep and sep2 and bare.startswith("n=,")):
+        server.set_client_first(text)
+        return
+    server.set_client_first(f"{head},{authzid},n=pgwarden{bare[2:]}")
+    server.client_first_bare = bare  # what the AuthMessage of RFC 5802 is built from (scramp's own attribute)
+
+
 # --------------------------------------------------------------------------------------------------
 # the server
 
@@ -527,7 +541,7 @@ class ProxyServer:
                 raise _Refused("28000", "pgwarden: channel binding flag does not match the SASL mechanism"
                                if text.startswith("p=") else "pgwarden: SCRAM-SHA-256-PLUS needs channel binding")
             server = ScramMechanism(first.mechanism).make_server(lambda _name: verifier, channel_binding=binding)
-            server.set_client_first(text)
+            _set_client_first(server, text)
             writer.write(encode(m.AuthenticationSASLContinue(server.get_server_first().encode())))
             await writer.drain()
             final = (await _read_password(reader, frames)).sasl_response()
