@@ -23,6 +23,7 @@ import shlex
 import shutil
 import socket
 import stat
+import subprocess
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -54,11 +55,12 @@ class EmbeddedPostgres:
     socket_dir: Path
     port: int
     tcp_host: str | None = None
+    binaries: Path | None = None  # the PostgreSQL installation it runs from, when not pgserver's
 
     @property
     def bin_dir(self) -> Path:
         """Where psql, pgbench, pg_dump... of the same PostgreSQL version live."""
-        return _bin_dir()
+        return self.binaries or _bin_dir()
 
     @property
     def log_file(self) -> Path:
@@ -75,12 +77,13 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are disconnected). Safe to call twice."""
-        stop_embedded(self.directory)
+        stop_embedded(self.directory, bin_dir=self.binaries)
 
 
 def start_embedded(directory: str | os.PathLike[str], *, tcp_port: int | None = None,
                    settings: Mapping[str, str] = FAST_SETTINGS, timeout: int = 60, hba: str | None = None,
-                   tls: tuple[bytes, bytes] | None = None) -> EmbeddedPostgres:
+                   tls: tuple[bytes, bytes] | None = None,
+                   bin_dir: str | os.PathLike[str] | None = None) -> EmbeddedPostgres:
     """Initialise (first time) and start PostgreSQL under ``directory``; return the running server.
 
     ``directory`` must exist or its parent must; the cluster lives in ``directory/data`` and the
@@ -90,9 +93,12 @@ def start_embedded(directory: str | os.PathLike[str], *, tcp_port: int | None = 
 
     ``hba``: the text of ``pg_hba.conf`` to use instead of initdb's ``trust`` for everything (written
     before each start). ``tls``: a PEM certificate and its PEM private key; the server then runs with
-    ``ssl=on`` and that pair (``server.crt``/``server.key`` in the data directory).
+    ``ssl=on`` and that pair (``server.crt``/``server.key`` in the data directory); pgserver's build has no
+    TLS, so pass ``bin_dir`` of a PostgreSQL built with OpenSSL (Debian's ``/usr/lib/postgresql/15/bin``).
+    ``bin_dir``: run that installation's ``initdb``/``pg_ctl`` instead of pgserver's.
     """
-    pgserver = _pgserver()
+    binaries = Path(bin_dir) if bin_dir is not None else None
+    initdb, pg_ctl = _command("initdb", binaries), _command("pg_ctl", binaries)
     directory = Path(directory).resolve()
     directory.mkdir(exist_ok=True)
     pgdata = directory / "data"
@@ -109,7 +115,7 @@ def start_embedded(directory: str | os.PathLike[str], *, tcp_port: int | None = 
         pgdata.mkdir(exist_ok=True)
         _give(pgdata, os_user, 0o700)
         # C locale and UTF8: identical sorting on every machine, and no dependence on installed locales.
-        pgserver.initdb(["--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync", "--no-instructions",
+        initdb(["--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync", "--no-instructions",
                          "-U", SUPERUSER], pgdata=pgdata, user=os_user, cwd=directory, timeout=timeout)
 
     if hba is not None:
@@ -131,23 +137,24 @@ def start_embedded(directory: str | os.PathLike[str], *, tcp_port: int | None = 
     for name, value in settings.items():
         options += ["-c", f"{name}={value}"]
     # pg_ctl hands -o to /bin/sh, hence the quoting.
-    pgserver.pg_ctl(["-w", "-t", str(timeout), "-l", str(pgdata / "server.log"),
+    pg_ctl(["-w", "-t", str(timeout), "-l", str(pgdata / "server.log"),
                      "-o", shlex.join(options), "start"],
                     pgdata=pgdata, user=os_user, cwd=directory, timeout=timeout + 10)
-    return EmbeddedPostgres(directory=directory, pgdata=pgdata, socket_dir=socket_dir, port=port, tcp_host=tcp_host)
+    return EmbeddedPostgres(directory=directory, pgdata=pgdata, socket_dir=socket_dir, port=port, tcp_host=tcp_host,
+                            binaries=binaries)
 
 
-def stop_embedded(directory: str | os.PathLike[str]) -> None:
+def stop_embedded(directory: str | os.PathLike[str], *, bin_dir: str | os.PathLike[str] | None = None) -> None:
     """Stop the server that ``start_embedded(directory)`` started, if it runs; keep its data.
 
     Raises ``subprocess.CalledProcessError`` if pg_ctl fails.
     """
-    pgserver = _pgserver()
+    pg_ctl = _command("pg_ctl", Path(bin_dir) if bin_dir is not None else None)
     pgdata = Path(directory).resolve() / "data"
     running = _running(pgdata)
     if running is None:
         return
-    pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_os_user(), cwd=pgdata.parent, timeout=70)
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_os_user(), cwd=pgdata.parent, timeout=70)
     if running.socket_dir != pgdata.parent / "socket":  # the short fallback made by start_embedded()
         shutil.rmtree(running.socket_dir, ignore_errors=True)
 
@@ -178,6 +185,29 @@ def _pgserver() -> ModuleType:
         warnings.simplefilter("ignore")
         import pgserver
     return pgserver
+
+
+def _command(name: str, bin_dir: Path | None):
+    """pgserver's runner of ``name`` (``-D pgdata`` first, output to temporary files), or the same for the
+    binary of that name in ``bin_dir``."""
+    if bin_dir is None:
+        return getattr(_pgserver(), name)
+    exe = str(bin_dir / name)
+
+    def run(args: list[str], pgdata: Path, **kwargs) -> str:
+        # temporary files, not pipes: pg_ctl's server keeps inherited pipes open (as pgserver notes)
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            try:
+                subprocess.run([exe, "-D", str(pgdata), *args], check=True, stdout=out, stderr=err, text=True,
+                               **kwargs)
+            except subprocess.CalledProcessError as exc:
+                err.seek(0)
+                exc.stderr = err.read()
+                raise
+            out.seek(0)
+            return out.read()
+
+    return run
 
 
 def _bin_dir() -> Path:

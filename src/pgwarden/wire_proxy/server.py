@@ -29,7 +29,7 @@ from pgwarden.audit.digest import ResultDigest
 from pgwarden.audit.journal import JournalUnavailable
 from pgwarden.audit.schema import verdict_attributes
 from pgwarden.engine.config import ProxySettings
-from pgwarden.engine.errors import StatementRefused
+from pgwarden.engine.errors import GatewayError, StatementRefused
 from pgwarden.engine.identity import AuthenticationError
 from pgwarden.engine.principal import AuthMethod, Channel, Principal
 from pgwarden.engine.runtime import Runtime
@@ -577,7 +577,14 @@ class ProxyServer:
             params["options"] = f"{existing} {params['options']}"
         merged = {**{k: v for k, v in forward.items() if k not in params}, **params}
         try:
-            return await connect_upstream(self._upstream_target(session), merged)
+            upstream_target = self._upstream_target(session)
+        except GatewayError as exc:  # the login's secret cannot be read: the operator's to fix, not the client's
+            log.error("target %s: the upstream credential cannot be read: %s", session.target, exc.message)
+            raise _Refused("08006", f"pgwarden: target {session.target!r} is unavailable: the gateway's credential "
+                           "for it cannot be read", "an administrator must fix the target's password (see the "
+                           "gateway's log)") from None
+        try:
+            return await connect_upstream(upstream_target, merged)
         except UpstreamFailed as exc:
             raise _Refused(exc.sqlstate if exc.sqlstate.startswith(("08", "28", "3D", "57")) else "08006",
                            f"pgwarden: target {session.target!r} is unavailable: {exc.message}",
