@@ -33,13 +33,25 @@ _READ = Access.READ  # (an enum member read from its class goes through a descri
 class MaskSet:
     """The masks that apply to one principal, with lookups memoised (they repeat on every statement)."""
 
-    __slots__ = ("_found", "_parts", "_tables", "masks")
+    __slots__ = ("_found", "_parts", "_tables", "masks", "reach")
 
     def __init__(self, masks: tuple[ColumnMask, ...]) -> None:
         self.masks = masks
         self._parts = [tuple(m.column.split(".")) for m in masks]
         self._found: dict[ColumnId, ColumnMask | None] = {}
         self._tables: dict[tuple[str, str], bool] = {}
+        # (catalog version, schema, table) → whether a mask may cover the table or a descendant of it
+        self.reach: dict[tuple[str, str, str], bool] = {}
+
+    def reaches(self, key: tuple[str, str, str], below: dict) -> bool:
+        """Whether a mask may cover the table of ``key`` or one of its descendants (``below``: the
+        catalog's descendants by table), remembered in ``reach``."""
+        _, schema, name = key
+        hit = self.may_cover_table(schema, name) or any(self.may_cover_table(s, t)
+                                                        for s, t in below.get((schema, name), ()))
+        if len(self.reach) < 100_000:
+            self.reach[key] = hit
+        return hit
 
     def find(self, column: ColumnId) -> ColumnMask | None:
         try:
@@ -52,23 +64,28 @@ class MaskSet:
             self._found[column] = found
         return found
 
+    def any_masked(self, columns: set[ColumnId] | frozenset[ColumnId]) -> bool:
+        """Whether a mask may cover one of ``columns`` (as ``masked``, without building the list)."""
+        known = self._found
+        for column in columns:
+            # (the common case, one lookup: a column already known to have no mask)
+            if known.get(column, _UNSEEN) is None and column.column != "*":
+                continue
+            if self._may_mask(column):
+                return True
+        return False
+
     def masked(self, columns: set[ColumnId] | frozenset[ColumnId]) -> list[ColumnId]:
         """The columns of ``columns`` a mask may cover (``schema.table.*``: when one may cover that table)."""
-        if not columns:
-            return []
-        known = self._found
-        out = []
-        for column in columns:
-            if column.column == "*":
-                if self.may_cover_table(column.schema, column.table):
-                    out.append(column)
-                continue
-            mask = known.get(column, _UNSEEN)
-            if mask is _UNSEEN:
-                mask = self.find(column)
-            if mask is not None:
-                out.append(column)
-        return out
+        return [column for column in columns if self._may_mask(column)] if columns else []
+
+    def _may_mask(self, column: ColumnId) -> bool:
+        if column.column == "*":
+            return self.may_cover_table(column.schema, column.table)
+        mask = self._found.get(column, _UNSEEN)
+        if mask is _UNSEEN:
+            mask = self.find(column)
+        return mask is not None
 
     def may_cover_table(self, schema: str, table: str) -> bool:
         key = (schema, table)
@@ -126,17 +143,19 @@ class MaskPlanning:
         """True when no mask of this principal can cover a relation the statement reads, a descendant
         of one (partitions, inheritance children), or a column it reads: planning would find nothing."""
         masks = self.mask_set
-        below = self.rewriter.descendants(self.catalog)  # type: ignore[union-attr]
+        catalog = self.catalog
+        reach = masks.reach
         for rel in st.relations:
-            if masks.may_cover_table(rel.schema, rel.name):
+            key = (catalog.version, rel.schema, rel.name)
+            hit = reach.get(key)
+            if hit is None:
+                hit = masks.reaches(key, self.rewriter.descendants(catalog))  # type: ignore[union-attr]
+            if hit:
                 return False
-            for schema, name in below.get((rel.schema, rel.name), ()):
-                if masks.may_cover_table(schema, name):
-                    return False
         for ref in st.relation_refs:
             if masks.may_cover_table(ref.schema, ref.name):
                 return False
-        return not masks.masked(used | st.referenced)
+        return not (masks.any_masked(used) or masks.any_masked(st.referenced))
 
     def masking(self, st: StatementAnalysis, used: set[ColumnId]) -> None:
         masks = self.mask_set

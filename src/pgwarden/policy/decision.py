@@ -210,10 +210,11 @@ class Decider:
                                            tuple(dict.fromkeys(approvals)))
         else:
             decision = Decision.ALLOW
+        if decision is Decision.DENY:
+            return Verdict(decision, rule.name, tuple(reasons), tuple(plans), rule.max_rows, settings, approval,
+                           self.version)
         return Verdict(decision, rule.name, tuple(reasons), tuple(plans), rule.max_rows, settings, approval,
-                       self.version, effects=effects_of(analysis) if decision is not Decision.DENY else (),
-                       upstream_text=upstream_text if decision is not Decision.DENY else None,
-                       splices=splices if decision is not Decision.DENY else ())
+                       self.version, False, effects_of(analysis), upstream_text, splices)
 
     # -- internals -------------------------------------------------------------------
 

@@ -58,8 +58,16 @@ def _one(index: int, st: StatementAnalysis) -> StatementEffects | None:
     return None
 
 
+_QUIET = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+
+
 def effects_of(analysis: Analysis) -> tuple[StatementEffects, ...]:
     """The effects of every statement of ``analysis`` that has any, in text order."""
+    statements = analysis.statements
+    if len(statements) == 1:
+        st = statements[0]
+        if st.node in _QUIET and not st.copy_target and StatementClass.DDL not in st.classes:
+            return ()  # (the common case, as _one decides it: a query or DML leaves nothing; SELECT INTO is DDL)
     out = []
     for index, st in enumerate(analysis.statements):
         effect = _one(index, st)
