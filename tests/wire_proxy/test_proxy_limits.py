@@ -146,6 +146,20 @@ def test_max_connections_overall(limited: RunningProxy, keys: Keys) -> None:
     serves(limited, keys, "a5")
 
 
+def test_connections_still_starting_up_are_bounded(limited: RunningProxy, keys: Keys) -> None:
+    silent = [socket.create_connection(("127.0.0.1", limited.port)) for _ in range(LIMITS["max_connections"])]
+    try:
+        time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", limited.port)) as extra:
+            error = fatal(frames_until_eof(extra, timeout=2))
+        assert b"C53300" in error and b"starting up" in error
+    finally:
+        for sock in silent:
+            sock.close()
+    time.sleep(0.1)
+    serves(limited, keys)
+
+
 def test_connections_refused_at_start_up_give_their_slot_back(limited: RunningProxy, keys: Keys) -> None:
     for _ in range(6):  # more than max_connections
         with pytest.raises(psycopg.OperationalError):

@@ -228,6 +228,7 @@ class ProxyServer:
         self._cancel: dict[int, _Client] = {}
         self._per_principal: dict[str, int] = {}
         self._count = 0
+        self._starting = 0  # connections not yet admitted (in start-up or authentication)
         self._cert_pem: str | None = None  # the certificate's PEM, for SCRAM channel binding (tls-server-end-point)
         self._ssl = self._tls_context()
 
@@ -288,8 +289,29 @@ class ProxyServer:
     # ---- one client ------------------------------------------------------------------------------
 
     async def _handle(self, sock: socket.socket, addr: Any) -> None:
-        loop = asyncio.get_running_loop()
         sock.setblocking(False)
+        if self._starting >= self.settings.max_connections:
+            # Connections still starting up are bounded too: each holds buffers until startup_timeout.
+            with contextlib.suppress(OSError):
+                sock.send(encode(m.error("FATAL", "53300", "pgwarden: too many connections starting up at once "
+                                         "(max_connections)", hint="try again later")))
+            sock.close()
+            return
+        self._starting += 1
+        starting = [True]
+
+        def admitted() -> None:
+            if starting[0]:
+                starting[0] = False
+                self._starting -= 1
+
+        try:
+            await self._handle_started(sock, addr, admitted)
+        finally:
+            admitted()
+
+    async def _handle_started(self, sock: socket.socket, addr: Any, admitted) -> None:
+        loop = asyncio.get_running_loop()
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
@@ -339,7 +361,7 @@ class ProxyServer:
             return
         client_address = addr[0] if isinstance(addr, tuple) else str(addr)
         try:
-            await self._session(reader, writer, client_address, tls)
+            await self._session(reader, writer, client_address, tls, admitted)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -349,7 +371,7 @@ class ProxyServer:
                 writer.close()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client_address: str,
-                       tls: bool) -> None:
+                       tls: bool, admitted=lambda: None) -> None:
         settings = self.settings
         principal = None
         client: _Client | None = None
@@ -366,6 +388,7 @@ class ProxyServer:
                                                                             tls)
                     self._admit(principal)
                     counted = True
+                    admitted()
                     session = Session(self.runtime.gateway, principal, target_name, Channel.WIRE)
                     if session.rule is None:
                         raise _Refused("28000", f"pgwarden: no rule grants {principal.subject!r} access to target "
