@@ -247,3 +247,35 @@ def test_gssenc_request_gets_n_then_startup_proceeds(tls_proxy: RunningProxy, ke
         sock.sendall(encode(StartupMessage({"user": "agent", "database": "main"})))
         kind, payload = frames_of(sock.recv(65536))[0]
         assert (kind, payload[:4]) == (ord("R"), b"\0\0\0\x03")
+
+
+# ---- bad TLS configuration: the proxy refuses to start, saying why -----------------------------------
+
+
+@pytest.mark.parametrize(("settings", "words"), [
+    ({"tls_key": "{key}"}, "tls_key is set without proxy.tls_cert"),
+    ({"tls_cert": "{dir}/missing.crt", "tls_key": "{key}"}, "cannot be loaded"),
+    ({"tls_cert": "{key}", "tls_key": "{cert}"}, "cannot be loaded"),  # swapped
+    ({"tls_cert": "{cert}", "tls_key": "{other_key}"}, "cannot be loaded"),  # a key of another certificate
+    ({"tls_cert": "{cert}"}, "cannot be loaded"),  # the key is not in the certificate file
+])
+def test_bad_tls_configuration_refuses_to_start(wire_dir: Path, keys: Keys, tls_files, settings, words) -> None:
+    import types
+
+    import yaml
+
+    from conftest import TlsFiles
+    from pgwarden.engine.config import parse_config
+    from pgwarden.engine.errors import GatewayError
+    from pgwarden.wire_proxy.server import ProxyServer
+
+    other = TlsFiles(wire_dir, "unrelated")
+    values = {"key": str(tls_files.key), "cert": str(tls_files.cert), "dir": str(wire_dir),
+              "other_key": str(other.key)}
+    proxy = {k: v.format(**values) for k, v in settings.items()}
+    config = parse_config(yaml.safe_dump(config_data("postgresql://x@127.0.0.1/x", wire_dir, keys, proxy=proxy)),
+                          "test")
+    with pytest.raises(GatewayError) as info:
+        ProxyServer(types.SimpleNamespace(config=config))
+    assert words in info.value.message
+    assert tls_files.key_pem.decode() not in info.value.message

@@ -235,16 +235,23 @@ class ProxyServer:
     def _tls_context(self) -> ssl.SSLContext | None:
         s = self.settings
         if not s.tls_cert:
+            if s.tls_key:  # fail closed: a key alone means TLS was wanted
+                raise GatewayError("proxy_tls", "proxy.tls_key is set without proxy.tls_cert; set both for TLS, "
+                                   "or neither")
             return None
         base = self.runtime.config.base_dir
         cert = s.tls_cert if base is None or s.tls_cert.startswith("/") else str(base / s.tls_cert)
         key = s.tls_key and (s.tls_key if base is None or s.tls_key.startswith("/") else str(base / s.tls_key))
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(cert, key)
+        try:
+            ctx.load_cert_chain(cert, key)
+            with open(cert, encoding="ascii") as f:
+                self._cert_pem = f.read()  # the first CERTIFICATE block is the one presented (load_cert_chain)
+        except (OSError, ValueError) as exc:
+            raise GatewayError("proxy_tls", f"proxy.tls_cert {cert!r} / tls_key {key or cert!r} cannot be loaded "
+                               f"as a PEM certificate and its private key: {exc}") from None
         ctx.set_alpn_protocols(["postgresql"])
-        with open(cert, encoding="ascii") as f:
-            self._cert_pem = f.read()  # the first CERTIFICATE block is the one presented (load_cert_chain)
         return ctx
 
     async def start(self) -> None:
@@ -366,6 +373,10 @@ class ProxyServer:
             raise
         except Exception:
             log.exception("wire session failed")
+            with contextlib.suppress(Exception):  # fail closed, and say so without details
+                writer.write(encode(m.error("FATAL", "XX000", "pgwarden: internal error; the session is closed",
+                                            hint="the gateway's log has the details")))
+                await asyncio.wait_for(writer.drain(), 1)
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
