@@ -282,7 +282,8 @@ class ProxySettings(_Strict):
                                   description="largest protocol message accepted; larger closes the connection")
     startup_timeout: DurationMs = Field(default=10_000, description="time allowed from connect to authenticated")
     idle_timeout: DurationMs = Field(default=0, description="close a client idle this long (0: never)")
-    max_connections: int = Field(default=500, ge=1, description="client connections at once, overall")
+    max_connections: int = Field(default=500, ge=1, description="client connections at once, overall "
+                                 "(connections still starting up are capped at the same number)")
     max_connections_per_principal: int = Field(default=50, ge=1, description="client connections per principal")
     approval_notice_interval: DurationMs = Field(
         default=10_000, description="how often a client waiting for an approval is reminded by a NOTICE")
