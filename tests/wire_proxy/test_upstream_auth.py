@@ -148,3 +148,28 @@ def test_upstream_without_tls_when_require(wire_dir, keys, pg_admin_dsn, cases_d
         assert "refused TLS, which its sslmode=require requires" in str(info.value)
     finally:
         proxy.close()
+
+
+def test_target_restart(upstream_pg, wire_dir, keys, tls_files) -> None:
+    """The target stops under a session and comes back: the session ends with a clear error, a client
+    while it is down is told the target is unavailable, and the proxy serves again once it is up."""
+    proxy = proxy_for(upstream_pg, wire_dir, keys, "u_scram", "?sslmode=require")
+    try:
+        with psycopg.connect(proxy.dsn(keys.token()), autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            upstream_pg.stop()
+            try:
+                with pytest.raises(psycopg.OperationalError) as info:
+                    conn.execute("SELECT 1")
+                text = str(info.value)
+                assert "terminating connection due to administrator command" in text or "lost" in text, text
+                with pytest.raises(psycopg.OperationalError) as down:
+                    psycopg.connect(proxy.dsn(keys.token()), connect_timeout=20)
+                assert "pgwarden: target 'main' is unavailable: could not connect" in str(down.value)
+            finally:
+                start_embedded(upstream_pg.directory, tcp_port=upstream_pg.port, hba=HBA,
+                               tls=(tls_files.cert_pem, tls_files.key_pem), bin_dir=PG15)
+        with psycopg.connect(proxy.dsn(keys.token()), autocommit=True) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("u_scram",)
+    finally:
+        proxy.close()
