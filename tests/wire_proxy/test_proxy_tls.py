@@ -11,6 +11,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,26 @@ def test_psycopg_direct_tls_with_alpn(tls_proxy: RunningProxy, keys: Keys, tls_f
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.pgconn.ssl_in_use
         assert conn.execute("SELECT 40 + 2").fetchone() == (42,)
+
+
+@pytest.mark.parametrize("version", ["3.0", "3.2"])
+def test_cancel_over_tls_with_protocol_3_0_and_3_2(tls_proxy: RunningProxy, keys: Keys, version: str) -> None:
+    # libpq 17+ opens its cancel connection with TLS too: the CancelRequest arrives inside a TLS session
+    extra = {"max_protocol_version": version, "min_protocol_version": version} \
+        if psycopg.pq.version() >= 180000 else {}
+    if version == "3.2" and not extra:
+        pytest.skip("protocol 3.2 needs libpq 18")
+    with psycopg.connect(tls_proxy.dsn(keys.token(), sslmode="require", **extra), autocommit=True) as conn:
+        assert conn.pgconn.ssl_in_use
+        if extra:
+            assert conn.pgconn.full_protocol_version == (30002 if version == "3.2" else 30000)
+        timer = threading.Timer(0.5, conn.cancel_safe)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(10)")
+        assert time.monotonic() - started < 5
+        assert conn.execute("SELECT 5").fetchone() == (5,)
 
 
 def test_psql_sslmode_require(tls_proxy: RunningProxy, keys: Keys) -> None:
