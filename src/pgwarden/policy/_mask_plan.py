@@ -288,12 +288,13 @@ class MaskPlanning:
             if not found:
                 continue
             source, mask = found[0] if len(found) == 1 else min(found)
-            if any((c.schema, c.table) in targets for c, _ in found):
+            tables = {(c.schema, c.table) for c, _ in found}
+            if targets and not tables.isdisjoint(targets):
                 self.deny("masked_returning", f"output {out.name!r} returns masked column {source} of the "
                           "table this statement writes, which cannot be masked inside the statement; leave it "
                           "out of RETURNING")
                 continue
-            if any((c.schema, c.table) not in covered for c, _ in found):
+            if not tables <= covered:
                 self.deny("rewrite_incomplete", f"output {out.name!r} derives from masked column {source}, "
                           "whose masks the gateway could not place; select it from a table in FROM")
                 continue

@@ -102,8 +102,12 @@ class Decider:
         if session is NO_SESSION and self.shape_cache:
             shape_key = self._shape_key(sql, key)
             if shape_key is not None:
-                shaped = self._cache.get(shape_key)
+                shaped = self._peek(shape_key)
                 if shaped is not None:
+                    try:  # noqa: SIM105 (as above)
+                        self._touch(shape_key)
+                    except KeyError:
+                        pass
                     if shaped.__class__ is Verdict:
                         return shaped
                     verdict = shaped.for_text(sql)  # a masked verdict: its splices placed in this text
@@ -256,7 +260,7 @@ class _MaskedShape:
             return None
         v = self.verdict  # dataclasses.replace, spelled out: it costs more than the rest of a hit
         return Verdict(v.decision, v.rule, v.reasons, v.plans, v.max_rows, v.settings, v.approval, v.policy_version,
-                       v.cached, v.effects, apply(sql, splices), tuple(splices))
+                       v.cached, v.effects, apply(sql, splices), splices)
 
 
 if tuple(f.name for f in dataclasses.fields(Verdict)) != (

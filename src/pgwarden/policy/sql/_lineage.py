@@ -52,6 +52,7 @@ _SIDE_CHANNELS = frozenset({"pg_notify", "set_config"})
 _LEAVES = frozenset({"location", "A_Const", "TypeName", "typeName", "ParamRef", "String", "Integer", "Float",
                      "Boolean", "funcname", "name", "opname", "kind", "funcformat", "limitOption", "op"})
 _CONTAINERS = (dict, list)
+_new_ref = tuple.__new__  # RelationRef without the Python __new__ a named tuple is given (one per reference)
 # SelectStmt clauses walked after WHERE; most queries have none of them.
 _LATER_CLAUSES = frozenset({"havingClause", "groupClause", "sortClause", "distinctClause", "windowClause",
                             "limitCount", "limitOffset", "lockingClause", "intoClause"})
@@ -205,9 +206,9 @@ class QueryWalker:
             cols = _views.table_columns(rel, self.catalog)
         if access is Access.READ and self.via_view is None and "location" in rv:
             # Where the mask rewrite may splice a masking derived table (see policy/_rewrite.py).
-            self.facts.relation_refs.append(RelationRef(
+            self.facts.relation_refs.append(_new_ref(RelationRef, (
                 rv["location"], rel.schema, rel.name, rel.kind, bool(rv.get("inh")), alias is not None,
-                _views.ref_columns(rel, self.catalog, cols)))
+                _views.ref_columns(rel, self.catalog, cols))))
         return Entry(alias or rel.name, None if alias else rel.schema,
                      _rename(cols, colaliases) if colaliases else cols,
                      system_columns=rel.kind in ("r", "p", "m", "f"))

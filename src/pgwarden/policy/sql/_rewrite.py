@@ -362,7 +362,7 @@ def _in_order(out: list[Splice]) -> list[Splice] | None:
     return out
 
 
-def apply(sql: str, splices: list[Splice]) -> str:
+def apply(sql: str, splices: list[Splice] | tuple[Splice, ...]) -> str:
     parts = []
     pos = 0
     for s in splices:
@@ -598,7 +598,7 @@ def splice_template(sql: str, normalized: str, splices: tuple[Splice, ...]) -> S
     return SpliceTemplate(segments, tuple(placed), pattern)
 
 
-def resplice(template: SpliceTemplate, sql: str) -> list[Splice] | None:
+def resplice(template: SpliceTemplate, sql: str) -> tuple[Splice, ...] | None:
     """``template``'s splices placed in ``sql``, a text of the same shape; None when it cannot be
     split into the same segments around plain constants (the caller analyses it instead)."""
     if not sql.isascii() or "$" in sql:
@@ -607,5 +607,8 @@ def resplice(template: SpliceTemplate, sql: str) -> list[Splice] | None:
     if found is None:
         return None
     ends = found.regs  # (whole), then each constant's span: segment n starts where constant n ends
-    return [Splice(a + (ends[n][1] if n else 0), b + (ends[n][1] if n else 0), text)
-            for n, a, b, text in template.splices]
+    return tuple([_new_splice(Splice, (a + (ends[n][1] if n else 0), b + (ends[n][1] if n else 0), text))
+                  for n, a, b, text in template.splices])
+
+
+_new_splice = tuple.__new__  # a Splice without the Python __new__ of a named tuple
