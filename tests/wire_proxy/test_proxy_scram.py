@@ -189,3 +189,47 @@ def test_mechanism_and_flag_must_agree(scram_proxy: RunningProxy, mechanism: str
         assert kind == ord("E") and b"C28000" in payload
     finally:
         c.close()
+
+
+# ---- bad service-user configuration ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("verifier", "words"), [
+    (None, "is not set"),
+    ("md5abcdef0123456789", "the verifier is not"),
+    ("SCRAM-SHA-256$4096:c2FsdA==$notbase64!:notbase64!", "the verifier is not"),
+    ("SCRAM-SHA-256$4096:c2FsdA==$c2hvcnQ=:c2hvcnQ=", "the verifier is not"),  # keys too short
+    ("SCRAM-SHA-256$0:c2FsdA==$" + "A" * 43 + "=:" + "A" * 43 + "=", "the verifier is not"),
+])
+def test_bad_verifier_refuses_to_start(wire_dir: Path, keys: Keys, verifier: str | None, words: str) -> None:
+    import types
+
+    import yaml
+
+    from pgwarden.engine.config import parse_config
+    from pgwarden.engine.errors import GatewayError
+    from pgwarden.wire_proxy.server import ProxyServer
+
+    name = "PGW_TEST_BAD_VERIFIER"
+    os.environ.pop(name, None)
+    if verifier is not None:
+        os.environ[name] = verifier
+    data = config_data("postgresql://x@127.0.0.1/x", wire_dir, keys, proxy={"service_users": [
+        {"name": "tool", "verifier": {"env": name}, "subject": "svc-tool"}]})
+    with pytest.raises(GatewayError) as info:
+        ProxyServer(types.SimpleNamespace(config=parse_config(yaml.safe_dump(data), "test")))
+    assert "proxy.service_users 'tool'" in info.value.message and words in info.value.message
+    if verifier:
+        assert verifier not in info.value.message
+
+
+def test_verifier_removed_after_start_refuses_the_login(scram_proxy: RunningProxy, keys: Keys) -> None:
+    saved = os.environ.pop("PGW_TEST_REPORTER_VERIFIER")
+    try:
+        with pytest.raises(psycopg.OperationalError) as info:
+            psycopg.connect(service_dsn(scram_proxy, sslmode="disable"))
+        assert "password authentication failed for user 'reporter'" in str(info.value)
+    finally:
+        os.environ["PGW_TEST_REPORTER_VERIFIER"] = saved
+    with psycopg.connect(service_dsn(scram_proxy, sslmode="disable"), autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -175,7 +175,11 @@ def _parse_verifier(text: str) -> tuple[bytes, bytes, bytes, int]:
     params, keys = rest.split("$", 1)
     iterations, salt = params.split(":", 1)
     stored, server = keys.split(":", 1)
-    return base64.b64decode(salt), base64.b64decode(stored), base64.b64decode(server), int(iterations)
+    raw = [base64.b64decode(x, validate=True) for x in (salt, stored, server)]
+    count = int(iterations)
+    if not raw[0] or len(raw[1]) != 32 or len(raw[2]) != 32 or count < 1:
+        raise ValueError("a SCRAM-SHA-256 verifier has a salt, 32-byte keys and a positive iteration count")
+    return raw[0], raw[1], raw[2], count
 
 
 def make_verifier(password: str, iterations: int = 4096) -> str:
@@ -231,6 +235,8 @@ class ProxyServer:
         self._starting = 0  # connections not yet admitted (in start-up or authentication)
         self._cert_pem: str | None = None  # the certificate's PEM, for SCRAM channel binding (tls-server-end-point)
         self._ssl = self._tls_context()
+        for service in self.settings.service_users:
+            self._service_verifier(service)  # a bad verifier stops the start, not each login
 
     def _tls_context(self) -> ssl.SSLContext | None:
         s = self.settings
@@ -555,11 +561,10 @@ class ProxyServer:
         (flag ``y``) is refused as a downgrade, as PostgreSQL does. The exchange ends here: nothing is relayed."""
         from scramp import ScramException, ScramMechanism
 
-        from pgwarden.engine.secrets import resolve_secret
-
         try:
-            verifier = _parse_verifier(resolve_secret(service.verifier, base_dir=self.runtime.config.base_dir))
-        except Exception:
+            verifier = self._service_verifier(service)
+        except GatewayError as exc:
+            log.error("%s", exc.message)
             raise _Refused("28P01", f"pgwarden: password authentication failed for user {service.name!r}") from None
         binding = ("tls-server-end-point", self._cert_pem) if tls and self._cert_pem else None
         offered = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-256") if binding else ("SCRAM-SHA-256",)
@@ -584,6 +589,23 @@ class ProxyServer:
         except (ScramException, UnicodeDecodeError):
             raise _Refused("28P01", f"pgwarden: password authentication failed for user {service.name!r}") from None
         return Principal(service.subject, frozenset(service.groups), auth_method=AuthMethod.SCRAM)
+
+    def _service_verifier(self, service) -> tuple[bytes, bytes, bytes, int]:
+        """The service user's verifier, read now (so a rotated secret is followed); GatewayError says why not,
+        without the secret."""
+        from pgwarden.engine.secrets import SecretError, resolve_secret
+
+        try:
+            text = resolve_secret(service.verifier, base_dir=self.runtime.config.base_dir)
+        except SecretError as exc:
+            raise GatewayError("service_user_verifier", f"proxy.service_users {service.name!r}: {exc.message}") \
+                from None
+        try:
+            return _parse_verifier(text)
+        except (ValueError, TypeError):
+            raise GatewayError("service_user_verifier", f"proxy.service_users {service.name!r}: the verifier is not "
+                               "'SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>' (pgwarden "
+                               "scram-verifier makes one)") from None
 
     def _pinned(self, session: Session) -> PinnedSettings:
         rule = session.rule
