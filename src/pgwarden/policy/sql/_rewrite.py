@@ -178,6 +178,9 @@ class Splice(NamedTuple):
     text: str
 
 
+_new_splice = tuple.__new__  # a Splice without the Python __new__ of a named tuple
+
+
 class RewriteError(ValueError):
     """The text around a relation reference is not what the rewrite expects: refuse, never guess."""
 
@@ -345,17 +348,18 @@ def scanned_splices(sql: str, items: list[tuple[RelationRef, str, list[str] | No
 
 def _reference_splice(ref: RelationRef, body: str, start: int, end: int, table: int | None) -> Splice:
     """The splice of one reference spanning [start, end); ``table``: where ``TABLE`` starts before it."""
-    alias = quote_ident(ref.name)
     if table is not None:
-        return Splice(table, end, f"SELECT * FROM {body} AS {alias}")
+        return _new_splice(Splice, (table, end, f"SELECT * FROM {body} AS {quote_ident(ref.name)}"))
     if ref.aliased:
-        return Splice(start, end, body)
-    return Splice(start, end, f"{body} AS {alias}")
+        return _new_splice(Splice, (start, end, body))
+    return _new_splice(Splice, (start, end, f"{body} AS {quote_ident(ref.name)}"))
 
 
 def _in_order(out: list[Splice]) -> list[Splice] | None:
     """The splices sorted by position, or None when two overlap."""
-    out.sort(key=lambda s: s.start)
+    if len(out) < 2:
+        return out
+    out.sort()  # by start (then end): positions are distinct when nothing overlaps
     for a, b in itertools.pairwise(out):
         if b.start < a.end:
             return None
@@ -610,5 +614,3 @@ def resplice(template: SpliceTemplate, sql: str) -> tuple[Splice, ...] | None:
     return tuple([_new_splice(Splice, (a + (ends[n][1] if n else 0), b + (ends[n][1] if n else 0), text))
                   for n, a, b, text in template.splices])
 
-
-_new_splice = tuple.__new__  # a Splice without the Python __new__ of a named tuple
