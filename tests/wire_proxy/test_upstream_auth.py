@@ -91,9 +91,12 @@ def upstream_ssl(upstream_pg: EmbeddedPostgres, role: str) -> list[bool]:
     ("u_tls", "require", True),
     ("u_notls", "disable", False),  # hostnossl only
     ("u_tls", "verify-full", True),
+    ("u_tls", "verify-ca", True),
+    ("u_tls", "require&sslrootcert={root}", True),
 ])
 def test_upstream_login_and_sslmode(upstream_pg, wire_dir, keys, tls_files, role, sslmode, tls) -> None:
-    query = f"?sslmode={sslmode}" + (f"&sslrootcert={tls_files.cert}" if sslmode == "verify-full" else "")
+    query = f"?sslmode={sslmode}".format(root=tls_files.cert) + (
+        f"&sslrootcert={tls_files.cert}" if sslmode.startswith("verify") else "")
     proxy = proxy_for(upstream_pg, wire_dir, keys, role, query)
     try:
         with psycopg.connect(proxy.dsn(keys.token()), autocommit=True) as conn:
@@ -111,6 +114,8 @@ def test_upstream_login_and_sslmode(upstream_pg, wire_dir, keys, tls_files, role
     ("u_tls", "?sslmode=disable", None, "28000", "no pg_hba.conf entry"),
     ("u_notls", "?sslmode=require", None, "28000", "no pg_hba.conf entry"),
     ("u_tls", "?sslmode=verify-full&sslrootcert={other}", None, "08006", "certificate verify failed"),
+    ("u_tls", "?sslmode=require&sslrootcert={other}", None, "08006", "certificate verify failed"),
+    ("u_tls", "?sslmode=verify-ca&sslrootcert={other}", None, "08006", "certificate verify failed"),
     ("u_scram", "?sslmode=disable", "", "08006", "the gateway's credential for it cannot be read"),
 ])
 def test_upstream_login_failure_is_a_clear_fatal(upstream_pg, wire_dir, keys, role, query, password, sqlstate,

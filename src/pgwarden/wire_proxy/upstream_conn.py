@@ -100,9 +100,12 @@ def _nodelay(writer: asyncio.StreamWriter) -> None:
 
 
 def _ssl_context(target: UpstreamTarget) -> ssl.SSLContext:
-    if target.sslmode in ("verify-ca", "verify-full"):
-        ctx = ssl.create_default_context(cafile=target.sslrootcert)
-        ctx.check_hostname = target.sslmode == "verify-full"
+    # As libpq: sslrootcert=system means the system's CAs and verify-full; with a root certificate file
+    # given, require checks the chain as verify-ca does.
+    system = target.sslrootcert == "system"
+    if system or target.sslmode in ("verify-ca", "verify-full") or (target.sslmode == "require" and target.sslrootcert):
+        ctx = ssl.create_default_context(cafile=None if system else target.sslrootcert)
+        ctx.check_hostname = system or target.sslmode == "verify-full"
     else:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
