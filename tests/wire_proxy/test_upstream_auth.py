@@ -93,6 +93,9 @@ def upstream_ssl(upstream_pg: EmbeddedPostgres, role: str) -> list[bool]:
     ("u_tls", "verify-full", True),
     ("u_tls", "verify-ca", True),
     ("u_tls", "require&sslrootcert={root}", True),
+    ("u_tls", "require&channel_binding=require", True),  # SCRAM-SHA-256-PLUS upstream
+    ("u_scram", "disable&require_auth=scram-sha-256", False),
+    ("u_md5", "disable&require_auth=!password,!none", False),
 ])
 def test_upstream_login_and_sslmode(upstream_pg, wire_dir, keys, tls_files, role, sslmode, tls) -> None:
     query = f"?sslmode={sslmode}".format(root=tls_files.cert) + (
@@ -117,6 +120,12 @@ def test_upstream_login_and_sslmode(upstream_pg, wire_dir, keys, tls_files, role
     ("u_tls", "?sslmode=require&sslrootcert={other}", None, "08006", "certificate verify failed"),
     ("u_tls", "?sslmode=verify-ca&sslrootcert={other}", None, "08006", "certificate verify failed"),
     ("u_scram", "?sslmode=disable", "", "08006", "the gateway's credential for it cannot be read"),
+    ("u_scram", "?sslmode=disable&channel_binding=require", None, "28000", "channel_binding=require"),
+    ("u_trust", "?sslmode=require&channel_binding=require", None, "28000", "channel_binding=require"),
+    ("u_plain", "?sslmode=disable&require_auth=scram-sha-256", None, "28000", "require_auth=scram-sha-256"),
+    ("u_trust", "?sslmode=disable&require_auth=md5", None, "28000", "require_auth=md5"),
+    ("u_tls", "?sslmode=verify_full", None, "08006", "sslmode='verify_full' is not one of"),
+    ("u_tls", "?channel_binding=always", None, "08006", "channel_binding='always' is not"),
 ])
 def test_upstream_login_failure_is_a_clear_fatal(upstream_pg, wire_dir, keys, role, query, password, sqlstate,
                                                  words) -> None:

@@ -634,6 +634,9 @@ class ProxyServer:
         merged = {**{k: v for k, v in forward.items() if k not in params}, **params}
         try:
             upstream_target = self._upstream_target(session)
+        except UpstreamFailed as exc:  # a DSN setting the proxy would have to ignore
+            raise _Refused("08006", f"pgwarden: target {session.target!r} is unavailable: {exc.message}",
+                           "an administrator must fix the target's dsn") from None
         except GatewayError as exc:  # the login's secret cannot be read: the operator's to fix, not the client's
             log.error("target %s: the upstream credential cannot be read: %s", session.target, exc.message)
             raise _Refused("08006", f"pgwarden: target {session.target!r} is unavailable: the gateway's credential "

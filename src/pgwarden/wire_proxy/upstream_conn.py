@@ -47,18 +47,26 @@ class UpstreamTarget:
     sslmode: str = "prefer"
     sslrootcert: str | None = None
     connect_timeout: float = 10.0
+    channel_binding: str = "prefer"  # as libpq: SCRAM-SHA-256-PLUS under TLS when offered; require: nothing else
+    require_auth: str | None = None  # as libpq: the authentication methods the server may ask for
 
     @classmethod
     def from_dsn(cls, dsn: str, *, user: str | None = None, password: str | None = None,
                  connect_timeout: float = 10.0) -> UpstreamTarget:
         info = conninfo_to_dict(dsn)
+        sslmode = str(info.get("sslmode") or "prefer")
+        if sslmode not in _SSLMODES:  # libpq refuses these too; read as 'prefer' they would drop TLS quietly
+            raise UpstreamFailed(f"the target's sslmode={sslmode!r} is not one of {', '.join(_SSLMODES)}")
+        channel_binding = str(info.get("channel_binding") or "prefer")
+        if channel_binding not in ("disable", "prefer", "require"):
+            raise UpstreamFailed(f"the target's channel_binding={channel_binding!r} is not disable, prefer or require")
         host = str(info.get("host") or "/var/run/postgresql").split(",")[0]
         port = int(str(info.get("port") or 5432).split(",")[0])
         return cls(host=host, port=port, user=user or str(info.get("user") or "postgres"),
                    database=str(info.get("dbname") or info.get("user") or "postgres"),
                    password=password if password is not None else info.get("password"),
-                   sslmode=str(info.get("sslmode") or "prefer"), sslrootcert=info.get("sslrootcert"),
-                   connect_timeout=connect_timeout)
+                   sslmode=sslmode, sslrootcert=info.get("sslrootcert"), connect_timeout=connect_timeout,
+                   channel_binding=channel_binding, require_auth=info.get("require_auth") or None)
 
     @property
     def unix(self) -> bool:
@@ -88,6 +96,36 @@ async def _open(target: UpstreamTarget) -> tuple[asyncio.StreamReader, asyncio.S
     reader, writer = await asyncio.open_connection(target.host, target.port, limit=limit)
     _nodelay(writer)
     return reader, writer
+
+
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_AUTH_METHODS = {3: "password", 5: "md5", 10: "scram-sha-256", 0: "none"}
+
+
+def _check_auth(target: UpstreamTarget, method: str) -> None:
+    """libpq's ``require_auth``: a list of methods the server may use, or of ``!method`` it may not."""
+    if not target.require_auth:
+        return
+    items = [x.strip() for x in target.require_auth.split(",") if x.strip()]
+    negated = all(x.startswith("!") for x in items)
+    allowed = method not in {x[1:] for x in items} if negated else method in items
+    if not allowed:
+        raise UpstreamFailed(f"the target asked for authentication method {method!r}, which the target's "
+                             f"require_auth={target.require_auth} does not allow", "28000")
+
+
+def _end_point_hash(writer: asyncio.StreamWriter) -> bytes | None:
+    """RFC 5929 tls-server-end-point: the server certificate's hash (SHA-256 unless it signs with a stronger
+    one; MD5 and SHA-1 become SHA-256)."""
+    ssl_object = writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        return None
+    from cryptography import x509
+
+    algorithm = x509.load_der_x509_certificate(der).signature_hash_algorithm
+    name = algorithm.name if algorithm is not None else "sha256"
+    return hashlib.new(name if name in ("sha384", "sha512") else "sha256", der).digest()
 
 
 def _nodelay(writer: asyncio.StreamWriter) -> None:
@@ -166,6 +204,7 @@ async def _startup(conn: UpstreamConnection, params: dict[str, str]) -> None:
     await conn.writer.drain()
     frames = FrameReader(1 << 24)
     scram = None
+    authenticated = False
     while True:
         data = await conn.reader.read(65536)
         if not data:
@@ -177,7 +216,20 @@ async def _startup(conn: UpstreamConnection, params: dict[str, str]) -> None:
                 raise UpstreamFailed(f"the target refused the gateway's login: {msg.message}",
                                      msg.sqlstate or "08006")
             if isinstance(msg, m.AuthenticationOk):
+                if scram is None:  # trust, or a password method: no channel binding happened
+                    if target.channel_binding == "require":
+                        raise UpstreamFailed("the target let the gateway in without SCRAM-SHA-256-PLUS, which its "
+                                             "channel_binding=require requires", "28000")
+                    if not authenticated:
+                        _check_auth(target, "none")
+                authenticated = True
                 continue
+            if isinstance(msg, m.AuthenticationCleartextPassword | m.AuthenticationMD5Password):
+                _check_auth(target, "password" if isinstance(msg, m.AuthenticationCleartextPassword) else "md5")
+                if target.channel_binding == "require":
+                    raise UpstreamFailed("the target asks for a password method, and its channel_binding=require "
+                                         "needs SCRAM-SHA-256-PLUS", "28000")
+                authenticated = True
             if isinstance(msg, m.AuthenticationCleartextPassword):
                 conn.writer.write(encode(m.PasswordMessage(_password(target).encode() + b"\0")))
             elif isinstance(msg, m.AuthenticationMD5Password):
@@ -188,11 +240,22 @@ async def _startup(conn: UpstreamConnection, params: dict[str, str]) -> None:
             elif isinstance(msg, m.AuthenticationSASL):
                 from scramp import ScramClient
 
-                if "SCRAM-SHA-256" not in msg.mechanisms:
+                _check_auth(target, "scram-sha-256")
+                binding = _end_point_hash(conn.writer) if target.channel_binding != "disable" else None
+                if binding is not None and "SCRAM-SHA-256-PLUS" in msg.mechanisms:
+                    mechanism = "SCRAM-SHA-256-PLUS"
+                elif target.channel_binding == "require":
+                    raise UpstreamFailed("the target offers no SCRAM-SHA-256-PLUS (over TLS), which its "
+                                         "channel_binding=require requires", "28000")
+                elif "SCRAM-SHA-256" in msg.mechanisms:
+                    mechanism = "SCRAM-SHA-256"
+                else:
                     raise UpstreamFailed(f"the target offers SASL mechanisms {msg.mechanisms} only")
-                scram = ScramClient(["SCRAM-SHA-256"], target.user, _password(target))
+                # 'y' when TLS could bind but the server offered no PLUS (a stripped offer is then detected)
+                scram = ScramClient([mechanism], target.user, _password(target),
+                                    channel_binding=("tls-server-end-point", binding) if binding else None)
                 first = scram.get_client_first().encode()
-                conn.writer.write(encode(m.SASLInitialResponse("SCRAM-SHA-256", first)))
+                conn.writer.write(encode(m.SASLInitialResponse(mechanism, first)))
             elif isinstance(msg, m.AuthenticationSASLContinue):
                 if scram is None:
                     raise UpstreamFailed("SASL continue without a SASL exchange")
