@@ -4,7 +4,8 @@ Per client: peek the first byte (0x16 → direct TLS with ALPN ``postgresql``), 
 (SSLRequest → ``S`` and TLS when a certificate is configured, else ``N``; GSSENCRequest → ``N``;
 CancelRequest → looked up in the cancel registry and sent to the right upstream backend with the upstream's
 own key), negotiate the protocol version, authenticate (the JWT as a cleartext password, refused off
-loopback without TLS; or a configured SCRAM-SHA-256 service user), check limits, open the pinned upstream
+loopback without TLS; or a configured SCRAM-SHA-256 service user, SCRAM-SHA-256-PLUS first under TLS), check
+limits (connections starting up are capped too), open the pinned upstream
 connection and relay ParameterStatus, the proxy's own BackendKeyData (only if upstream sent one) and
 ReadyForQuery. Then two pumps move bytes through :class:`~pgwarden.wire_proxy.connection.ProxyConnection`;
 each awaits the other side's ``drain()`` after writing, so a slow reader stops the other side's reads

@@ -1,6 +1,8 @@
 """The proxy's own upstream connection: open a socket to the target, TLS per ``sslmode``, send the pinned
-StartupMessage, authenticate (trust, cleartext, MD5, SCRAM-SHA-256 with ``scramp``), and collect the
-ParameterStatus and BackendKeyData the server sends before its first ReadyForQuery.
+StartupMessage, authenticate (trust, cleartext, MD5, SCRAM-SHA-256 with ``scramp``; SCRAM-SHA-256-PLUS bound
+to the server's certificate under TLS), and collect the ParameterStatus and BackendKeyData the server sends
+before its first ReadyForQuery. The DSN's ``sslmode``, ``sslrootcert``, ``channel_binding`` and
+``require_auth`` mean what they mean to libpq; a value the proxy does not know is refused, never ignored.
 
 The gateway's credential never reaches the client: authentication ends here, and the client saw only its
 own exchange with the proxy. The start-up parameters come from :func:`pgwarden.engine.upstream.
