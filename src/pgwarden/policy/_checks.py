@@ -37,6 +37,9 @@ _DESTRUCTIVE_ALTERS = ("AT_Drop", "AT_AlterColumnType")
 _TRIGGERS = {StatementClass(t.value): t for t in ApprovalTrigger if t.value in StatementClass._value2member_map_}
 _SENSITIVE_TABLE_NAMES = frozenset(table for _, table in builtins.SENSITIVE_TABLES)
 _TEXT_TABLE_NAMES = frozenset(table for _, table, _ in builtins.OBJECT_TEXT_COLUMNS)
+_TEXT_COLUMNS_BY_TABLE: dict[tuple[str, str], list[tuple[str, str]]] = {}
+for (_schema, _table, _column), _kind in builtins.OBJECT_TEXT_COLUMNS.items():
+    _TEXT_COLUMNS_BY_TABLE.setdefault((_schema, _table), []).append((_column, _kind))
 _TEXT_SEMANTICS = frozenset({"client_encoding", "standard_conforming_strings", "backslash_quote"})
 _READ_ONLY_SETTINGS = frozenset({"default_transaction_read_only", "transaction_read_only",
                                  "session_characteristics.transaction_read_only"})
@@ -597,9 +600,9 @@ class StatementCheck(MaskPlanning):
         if texts:
             kinds: dict[str, list[ColumnId]] = {}
             for col in texts:
-                for (schema, table, column), kind in builtins.OBJECT_TEXT_COLUMNS.items():
-                    if (col.schema, col.table) == (schema, table) and col.column in (column, "*"):
-                        kinds.setdefault(kind, []).append(ColumnId(schema, table, column))
+                for column, kind in _TEXT_COLUMNS_BY_TABLE.get((col.schema, col.table), ()):
+                    if col.column in (column, "*"):
+                        kinds.setdefault(kind, []).append(ColumnId(col.schema, col.table, column))
             if kinds:
                 shown = ", ".join(sorted({str(c) for cols in kinds.values() for c in cols}))
                 self._text_denial(shown, kinds, "filter on objects your rule permits through the pg_get_*def() "

@@ -97,11 +97,17 @@ _FUNC_RE = [(re.compile(fnmatch.translate(p)), d) for p, d in FUNCTION_DENIALS i
 
 
 def function_denial(name: str) -> Denial | None:
-    name = name.lower()
-    for regex, denial in _FUNC_RE:
-        if regex.match(name):
-            return denial
-    return None
+    try:
+        return _FUNC_DENIALS[name]
+    except KeyError:
+        pass
+    found = next((denial for regex, denial in _FUNC_RE if regex.match(name.lower())), None)
+    if len(_FUNC_DENIALS) < 10_000:  # a pure function of the name: remembered (the same names recur)
+        _FUNC_DENIALS[name] = found
+    return found
+
+
+_FUNC_DENIALS: dict[str, Denial | None] = {}
 
 
 # System relations that hold credentials, server configuration files or raw data.

@@ -675,6 +675,15 @@ class QueryWalker:
                 ref = self.column_ref(value, scope, outputs)
                 self.facts.referenced |= ref.sources
                 found.append(ref)
+            elif key == "A_Expr" or key == "TypeCast":  # (frequent: tested early)
+                # Operators and casts may run user code: noted when the catalog has any (item 5).
+                # (The common case, settled here: an unqualified operator, or a cast, and no user one.)
+                if key == "A_Expr":
+                    if self.catalog.operators or len(value.get("name") or ()) != 1:
+                        self.user_code_node(key, value)
+                elif self.catalog.user_cast_types:
+                    self.user_code_node(key, value)
+                self._walk(value, scope, found, outputs)
             elif key == "FuncCall":
                 name = self.function_call(value)
                 inner: list[Value] = []
@@ -704,15 +713,6 @@ class QueryWalker:
                 found.extend(v for _, v in cols)
             elif key in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
                 found.extend(v for _, v in self.query(key, value, scope, nested_label="subquery"))
-            elif key == "A_Expr" or key == "TypeCast":
-                # Operators and casts may run user code: noted when the catalog has any (item 5).
-                # (The common case, settled here: an unqualified operator, or a cast, and no user one.)
-                if key == "A_Expr":
-                    if self.catalog.operators or len(value.get("name") or ()) != 1:
-                        self.user_code_node(key, value)
-                elif self.catalog.user_cast_types:
-                    self.user_code_node(key, value)
-                self._walk(value, scope, found, outputs)
             elif key == "RangeVar":
                 self.facts.unknown.append("relation reference inside an expression")
                 self.note_relation(value.get("schemaname"), value.get("relname", ""), Access.READ)
