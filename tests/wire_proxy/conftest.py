@@ -55,6 +55,12 @@ class TlsFiles:
 
 
 @pytest.fixture(scope="module")
+def make_tls(wire_dir: Path):
+    """``make_tls(name)``: another throwaway certificate and key (tests import no conftest by name)."""
+    return lambda name: TlsFiles(wire_dir, name)
+
+
+@pytest.fixture(scope="module")
 def tls_files(wire_dir: Path) -> TlsFiles:
     return TlsFiles(wire_dir, addresses=tuple(a for a in [non_loopback_address()] if a))
 

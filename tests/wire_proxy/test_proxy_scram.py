@@ -141,11 +141,9 @@ def test_downgrade_flag_y_under_tls_is_refused(scram_proxy: RunningProxy) -> Non
         c.close()
 
 
-def test_channel_binding_to_another_certificate_is_refused(scram_proxy: RunningProxy, wire_dir: Path) -> None:
+def test_channel_binding_to_another_certificate_is_refused(scram_proxy: RunningProxy, make_tls) -> None:
     # a man in the middle terminating TLS with its own certificate: the client binds to that certificate
-    from conftest import TlsFiles
-
-    other = TlsFiles(wire_dir, "mitm")
+    other = make_tls("mitm")
     der = ssl.PEM_cert_to_DER_cert(other.cert_pem.decode())
     c = TlsSasl(scram_proxy.port)
     try:

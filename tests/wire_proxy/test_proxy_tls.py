@@ -280,17 +280,17 @@ def test_gssenc_request_gets_n_then_startup_proceeds(tls_proxy: RunningProxy, ke
     ({"tls_cert": "{cert}", "tls_key": "{other_key}"}, "cannot be loaded"),  # a key of another certificate
     ({"tls_cert": "{cert}"}, "cannot be loaded"),  # the key is not in the certificate file
 ])
-def test_bad_tls_configuration_refuses_to_start(wire_dir: Path, keys: Keys, tls_files, settings, words) -> None:
+def test_bad_tls_configuration_refuses_to_start(wire_dir: Path, keys: Keys, tls_files, make_tls, settings,
+                                                words) -> None:
     import types
 
     import yaml
 
-    from conftest import TlsFiles
     from pgwarden.engine.config import parse_config
     from pgwarden.engine.errors import GatewayError
     from pgwarden.wire_proxy.server import ProxyServer
 
-    other = TlsFiles(wire_dir, "unrelated")
+    other = make_tls("unrelated")
     values = {"key": str(tls_files.key), "cert": str(tls_files.cert), "dir": str(wire_dir),
               "other_key": str(other.key)}
     proxy = {k: v.format(**values) for k, v in settings.items()}

@@ -127,12 +127,10 @@ def test_upstream_login_and_sslmode(upstream_pg, wire_dir, keys, tls_files, role
     ("u_tls", "?sslmode=verify_full", None, "08006", "sslmode='verify_full' is not one of"),
     ("u_tls", "?channel_binding=always", None, "08006", "channel_binding='always' is not"),
 ])
-def test_upstream_login_failure_is_a_clear_fatal(upstream_pg, wire_dir, keys, role, query, password, sqlstate,
-                                                 words) -> None:
+def test_upstream_login_failure_is_a_clear_fatal(upstream_pg, wire_dir, keys, make_tls, role, query, password,
+                                                 sqlstate, words) -> None:
     if "{other}" in query:
-        from conftest import TlsFiles
-
-        query = query.format(other=TlsFiles(wire_dir, "other-ca").cert)
+        query = query.format(other=make_tls("other-ca").cert)
     proxy = proxy_for(upstream_pg, wire_dir, keys, role, query, password)
     try:
         with pytest.raises(psycopg.OperationalError) as info:
