@@ -38,7 +38,7 @@ class LRU(Generic[K, V]):
     def get(self, key: K) -> V | None:
         value = self.peek(key)
         if value is not None:
-            try:
+            try:  # noqa: SIM105 (contextlib.suppress costs more than the rest of a hit)
                 self.touch(key)
             except KeyError:
                 pass  # evicted by another thread since the peek: the value read is still right
@@ -46,10 +46,12 @@ class LRU(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
+            data = self._data
+            if key in data:
+                data.move_to_end(key)  # (a new key is inserted last already)
+            data[key] = value
+            while len(data) > self.maxsize:
+                data.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._data)
