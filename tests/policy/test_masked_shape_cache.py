@@ -158,3 +158,11 @@ def test_plain_masked_shapes_are_served_from_the_shape_cache(shape: str) -> None
     for n, s in [(-123456, "a longer one, it's"), (7, ""), (10**11, "%_\\")]:
         again = pair.check(_fill(shape, n, s, [1]))
         assert again.plans is first.plans, shape  # served by the shape cache, yet equal to a full analysis
+
+
+def test_a_text_with_a_dollar_sign_has_no_shape_key() -> None:
+    """pg_query numbers its placeholders after the client's own: these two would share a key although
+    one has a parameter where the other has a literal (and the reverse)."""
+    assert shape_key("SELECT '$1', 5") is None and shape_key("SELECT $1, '$2'") is None
+    assert shape_key("SELECT $$x$$, 1") is None
+    assert shape_key("SELECT a FROM t WHERE id = 5") == "SELECT a FROM t WHERE id = $1"

@@ -578,8 +578,12 @@ def shape_key(sql: str) -> str | None:
     """pg_query's normalisation of ``sql`` (literals replaced by ``$n``), or None.
 
     None when the text does not parse or is its own normalisation (no literals, or client
-    ``$n`` parameters): such a text keeps to the exact-text cache.
+    ``$n`` parameters): such a text keeps to the exact-text cache. None too for any text holding a
+    ``$``: pg_query numbers its placeholders after the client's own, so ``SELECT '$1', 5`` and
+    ``SELECT $1, '$2'`` would share a key while one reads a parameter where the other has a literal.
     """
+    if "$" in sql:
+        return None
     try:
         normalized = parser.normalize(sql)
     except ParseError:
