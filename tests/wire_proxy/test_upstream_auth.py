@@ -40,8 +40,12 @@ hostnossl all u_notls 127.0.0.1/32 trust
 @pytest.fixture(scope="module")
 def upstream_pg(tls_files) -> Iterator[EmbeddedPostgres]:
     directory = Path(tempfile.mkdtemp(prefix="pgw-upauth-"))
-    server = start_embedded(directory, tcp_port=0, hba=HBA, tls=(tls_files.cert_pem, tls_files.key_pem),
-                            bin_dir=PG15)
+    try:
+        server = start_embedded(directory, tcp_port=0, hba=HBA, tls=(tls_files.cert_pem, tls_files.key_pem),
+                                bin_dir=PG15)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     try:
         with psycopg.connect(server.dsn(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE cases")
