@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,11 +25,20 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Span, SpanLimits, SpanProcessor, Tracer, TracerProvider
+from opentelemetry.sdk.trace import (
+    Span,
+    SpanLimits,
+    SpanProcessor,
+    SynchronousMultiSpanProcessor,
+    Tracer,
+    TracerProvider,
+    _Span,
+)
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from . import schema
+from ._records import json_value
 from .config import AuditSettings
 from .digest import ResultDigest
 from .journal import Journal, JournalSpanProcessor, JournalUnavailable
@@ -38,6 +48,7 @@ __all__ = ["AuditRecorder", "AuditSession", "StatementRecord"]
 _log = logging.getLogger(__name__)
 
 Redact = Callable[[str], str]
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NO_LIMITS = SpanLimits(
     max_attributes=SpanLimits.UNSET,
     max_span_attributes=SpanLimits.UNSET,
@@ -95,31 +106,50 @@ class AuditSession:
 
 
 class StatementRecord:
-    """What the engine reports about one statement while its ``with recorder.statement(...)`` block runs."""
+    """What the engine reports about one statement while its ``with recorder.statement(...)`` block runs.
 
-    def __init__(self, recorder: AuditRecorder, span: Span) -> None:
+    A plain record, not an SDK span: attributes, events and status are collected here and, when the block
+    ends, written to the journal as one span record (the same body :func:`~.journal.span_body` gives a
+    span) and handed as a real SDK span to the other processors (OTLP, extra ones), if any.
+    """
+
+    __slots__ = ("_attrs", "_events", "_recorder", "_status", "links", "parent", "span_id", "start_ns",
+                 "trace_id", "trace_state")
+
+    def __init__(self, recorder: AuditRecorder, parent: SpanContext, links: list[SpanContext],
+                 attrs: dict[str, Any]) -> None:
         self._recorder = recorder
-        self.span = span
-        self._attrs: dict[str, Any] = {}
+        self.parent = parent
+        self.trace_id = parent.trace_id
+        self.trace_state = parent.trace_state
+        self.span_id = recorder._span_id()
+        self.links = links
+        self._attrs = attrs
+        self._events: list[tuple[str, int, dict[str, Any]]] = []
+        self._status: str | None = None  # the description of an ERROR status
+        self.start_ns = time.time_ns()
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        return self._attrs
 
     def set(self, key: str, value: Any) -> None:
         """Set one attribute (redacted unless it is an identifier or a digest)."""
         value = self._recorder._clean(key, value)
         if value is not None:
             self._attrs[key] = value
-            self.span.set_attribute(key, value)
 
     def set_many(self, attrs: Mapping[str, Any]) -> None:
-        """:meth:`set` for each item, handed to the span in one call."""
+        """:meth:`set` for each item."""
         clean = self._recorder._clean
-        cleaned: dict[str, Any] = {}
+        mine = self._attrs
         for key, value in attrs.items():
             value = clean(key, value)
             if value is not None:
-                cleaned[key] = value
-        if cleaned:
-            self._attrs.update(cleaned)
-            self.span.set_attributes(cleaned)
+                mine[key] = value
+
+    def add_event(self, name: str, attributes: Mapping[str, Any]) -> None:
+        self._events.append((name, time.time_ns(), dict(attributes)))
 
     def decided(self, attrs: Mapping[str, Any]) -> None:
         """The verdict's attributes (``schema.verdict_attributes``): decision, rule, reasons, masked columns…"""
@@ -131,7 +161,7 @@ class StatementRecord:
 
     def approval_requested(self, approval_id: str, approvers: Sequence[str]) -> None:
         self.set(schema.APPROVAL_ID, approval_id)
-        self.span.add_event(
+        self.add_event(
             schema.EVENT_APPROVAL_REQUESTED,
             {schema.APPROVAL_ID: approval_id, schema.APPROVERS: [self._recorder.redact(a) for a in approvers]},
         )
@@ -143,7 +173,7 @@ class StatementRecord:
             self.set(schema.APPROVER, approver_text)
         self.set(schema.APPROVAL_DECISION, decision)
         self.set(schema.APPROVAL_WAIT_MS, float(wait_ms))
-        self.span.add_event(
+        self.add_event(
             schema.EVENT_APPROVAL_DECIDED,
             {
                 schema.APPROVAL_ID: approval_id,
@@ -162,25 +192,40 @@ class StatementRecord:
     ) -> None:
         """The (already masked) result the client received: a capped sample, the row count and the digest."""
         sample = self._recorder.sample(sample_rows)
-        attrs: dict[str, Any] = {
-            schema.RESULT_COLUMNS: [str(c) for c in columns],
-            schema.RESULT_SAMPLE: json.dumps(sample, ensure_ascii=False, separators=(",", ":")),
-            schema.RESULT_SAMPLE_TRUNCATED: row_count > len(sample),
-            schema.DB_RETURNED_ROWS: int(row_count),
-        }
+        attrs = self._attrs
+        redact = self._recorder.redact
+        attrs[schema.RESULT_COLUMNS] = [redact(str(c)) for c in columns]
+        attrs[schema.RESULT_SAMPLE] = redact(json.dumps(sample, ensure_ascii=False, separators=(",", ":")))
+        attrs[schema.RESULT_SAMPLE_TRUNCATED] = row_count > len(sample)
+        attrs[schema.DB_RETURNED_ROWS] = int(row_count)
         if digest is not None:
             attrs[schema.RESULT_SHA256] = digest.hexdigest() if isinstance(digest, ResultDigest) else str(digest)
-        self.set_many(attrs)
 
     def error(self, sqlstate: str, message: str) -> None:
         """The statement failed (upstream or in pgwarden): its SQLSTATE and a (redacted) message."""
         self.set(schema.DB_STATUS_CODE, sqlstate)
         self.set(schema.ERROR_TYPE, sqlstate)
         self.set(schema.ERROR_MESSAGE, message)
-        self.span.set_status(Status(StatusCode.ERROR, self._recorder.redact(message)))
+        self._status = self._recorder.redact(message)
 
-    def _finish(self) -> None:
-        self.span.update_name(span_name(self._attrs))
+    def _body(self, name: str, end_ns: int, service: str | None) -> dict[str, Any]:
+        """The journal body, exactly as :func:`~.journal.span_body` gives it for the equivalent SDK span."""
+        return {
+            "name": name,
+            "trace_id": format(self.trace_id, "032x"),
+            "span_id": format(self.span_id, "016x"),
+            "parent_span_id": format(self.parent.span_id, "016x"),
+            "kind": "CLIENT",
+            "start_ns": str(self.start_ns),
+            "end_ns": str(end_ns),
+            "status": {"code": "UNSET", "description": None} if self._status is None
+            else {"code": "ERROR", "description": self._status},
+            "attributes": json_value(self._attrs),
+            "events": [{"name": n, "time_ns": str(t), "attributes": json_value(a)} for n, t, a in self._events],
+            "links": [{"trace_id": format(c.trace_id, "032x"), "span_id": format(c.span_id, "016x")}
+                      for c in self.links],
+            "service": service,
+        }
 
 
 class AuditRecorder:
@@ -213,12 +258,22 @@ class AuditRecorder:
             except JournalUnavailable as exc:
                 # Not fatal here: each statement refuses (or records the choice) until the journal is back.
                 _log.error("audit journal unavailable at start: %s", exc.message)
+        # Statement records reach the journal directly (end_statement); these get them as SDK spans.
+        self._others: SynchronousMultiSpanProcessor | None = None
+        others: list[SpanProcessor] = []
         if settings.otlp_enabled:
             from .otlp import otlp_processor
 
-            self._provider.add_span_processor(otlp_processor(settings))
-        for processor in extra_processors:
+            others.append(otlp_processor(settings))
+        others.extend(extra_processors)
+        for processor in others:
             self._provider.add_span_processor(processor)
+        if others:
+            self._others = SynchronousMultiSpanProcessor()
+            for processor in others:
+                self._others.add_span_processor(processor)
+        self._ids = self._provider.id_generator
+        self._service = self._provider.resource.attributes.get(schema.SERVICE_NAME)
         tracer = self._provider.get_tracer("pgwarden.audit")
         if not isinstance(tracer, Tracer):
             raise RuntimeError("the audit recorder's tracer provider is disabled")
@@ -292,58 +347,127 @@ class AuditRecorder:
         span = self._tracer.start_span(schema.SESSION_SPAN, context=ctx, kind=SpanKind.SERVER, attributes=attrs)
         return AuditSession(self, span, sid, attrs)
 
+    def _span_id(self) -> int:
+        return self._ids.generate_span_id()
+
     @contextmanager
     def statement(
         self, session: AuditSession, text_as_sent: str, *, attributes: Mapping[str, Any] | None = None
     ) -> Iterator[StatementRecord]:
-        """A statement span; leaving the block ends it and makes its journal record durable.
+        """A statement record; leaving the block ends it and makes its journal record durable.
 
-        Raises :class:`JournalUnavailable` on leaving when the record could not be written and
-        ``on_journal_failure`` is ``refuse`` — the engine must then not release the result.
+        Its parent is the *current* span when there is one (the MCP SDK's ``tools/call``; the statement
+        then links to its session span), else the session span. Raises :class:`JournalUnavailable` on
+        leaving when the record could not be written and ``on_journal_failure`` is ``refuse`` — the engine
+        must then not release the result.
         """
-        current = trace.get_current_span()
-        if current.get_span_context().is_valid:
-            parent_ctx = otel_context.get_current()
+        record = self.open_statement(session, text_as_sent, attributes=attributes)
+        try:
+            yield record
+        except BaseException as exc:
+            if record._status is None:
+                record._attrs[schema.ERROR_TYPE] = getattr(exc, "code", None) or type(exc).__qualname__
+                record._status = self.redact(str(exc))
+            self.end_statement(record)
+            raise
+        self.end_statement(record)
+
+    def open_statement(
+        self, session: AuditSession, text_as_sent: str, *, attributes: Mapping[str, Any] | None = None
+    ) -> StatementRecord:
+        """:meth:`statement` without the ``with`` block: end it with :meth:`end_statement`."""
+        session_ctx = session.span.get_span_context()
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid:
+            parent, links = current, ([session_ctx] if current != session_ctx else [])
         else:
-            parent_ctx = trace.set_span_in_context(session.span, otel_context.Context())
-        links = []
-        if current.get_span_context().is_valid and current.get_span_context() != session.span.get_span_context():
-            links.append(Link(session.span.get_span_context(), {schema.SESSION_ID: session.id}))
+            parent, links = session_ctx, []
         attrs: dict[str, Any] = {
             schema.RECORD: schema.RECORD_STATEMENT,
             **session.statement_attributes,
             schema.DB_SYSTEM_NAME: schema.DB_SYSTEM_POSTGRESQL,
             schema.QUERY_SHA256: schema.query_digest(text_as_sent),
+            schema.DB_QUERY_TEXT: self.redact(text_as_sent),
         }
-        # The statement text and the caller's attributes, cleaned as StatementRecord.set would, go in with
-        # the span's start (one attribute update instead of one per key).
-        clean = self._clean
-        given: dict[str, Any] = {}
-        for key, value in ((schema.DB_QUERY_TEXT, text_as_sent), *(attributes or {}).items()):
-            value = clean(key, value)
-            if value is not None:
-                given[key] = value
-        attrs.update(given)
-        span = self._tracer.start_span(
-            schema.DB_SYSTEM_POSTGRESQL, context=parent_ctx, kind=SpanKind.CLIENT, attributes=attrs, links=links
+        record = StatementRecord(self, parent, links, attrs)
+        if attributes:
+            record.set_many(attributes)
+        return record
+
+    def end_statement(self, record: StatementRecord) -> None:
+        """End the record: journal it (raising :class:`JournalUnavailable` per ``on_journal_failure``), then
+        hand it to the other processors."""
+        continuing = self.settings.on_journal_failure == "continue" and self.journal is not None
+        if continuing and not self.journal.healthy:  # type: ignore[union-attr]
+            record._attrs[schema.JOURNAL_FAILURE] = "continue"
+            record.add_event(schema.EVENT_JOURNAL_FAILURE, {schema.JOURNAL_FAILURE: "continue"})
+        end_ns = time.time_ns()
+        name = span_name(record._attrs)
+        failure: JournalUnavailable | None = None
+        if self.journal is not None:
+            try:
+                self.journal.append("span", record._body(name, end_ns, self._service))
+            except JournalUnavailable as exc:
+                failure = exc
+                _log.error("audit journal write failed: %s", exc.message)
+            except Exception as exc:  # an unencodable record is a failure too
+                failure = JournalUnavailable(f"cannot encode the audit record: {exc!r}")
+        if self._others is not None:
+            self._export(record, name, end_ns)
+        if failure is None:
+            return
+        if not continuing:
+            raise failure
+        _log.error("audit journal unavailable, continuing as configured (on_journal_failure=continue): %s",
+                   failure.message)
+        if record._attrs.get(schema.JOURNAL_FAILURE) is None:
+            self._follow_up(self._context(record), failure)
+
+    def _context(self, record: StatementRecord) -> SpanContext:
+        return SpanContext(record.trace_id, record.span_id, is_remote=False, trace_flags=_SAMPLED,
+                           trace_state=record.trace_state)
+
+    def _export(self, record: StatementRecord, name: str, end_ns: int) -> None:
+        """The record as a real SDK span, for the processors other than the journal (OTLP, extra ones)."""
+        span = _Span(
+            name=name,
+            context=self._context(record),
+            parent=record.parent,
+            resource=self._provider.resource,
+            attributes=record._attrs,
+            span_processor=self._others,  # type: ignore[arg-type]
+            kind=SpanKind.CLIENT,
+            links=[Link(c, {schema.SESSION_ID: record._attrs.get(schema.SESSION_ID)}) for c in record.links],
+            limits=self._tracer._span_limits,
+            instrumentation_scope=self._tracer._instrumentation_scope,
         )
-        record = StatementRecord(self, span)
-        record._attrs.update(given)
-        try:
-            yield record
-        except BaseException as exc:
-            if span.status.status_code != StatusCode.ERROR:
-                span.set_attribute(schema.ERROR_TYPE, getattr(exc, "code", None) or type(exc).__qualname__)
-                span.set_status(Status(StatusCode.ERROR, self.redact(str(exc))))
-            record._finish()
-            self._end(span)
-            raise
-        record._finish()
-        self._end(span)
+        span.start(start_time=record.start_ns)
+        for event_name, stamp, attrs in record._events:
+            span.add_event(event_name, attrs, timestamp=stamp)
+        if record._status is not None:
+            span.set_status(Status(StatusCode.ERROR, record._status))
+        span.end(end_time=end_ns)
+
+    def _follow_up(self, ctx: SpanContext, failure: JournalUnavailable) -> None:
+        # The record is already sealed: say so in a follow-up span the other processors (OTLP) receive.
+        follow = self._tracer.start_span(
+            "pgwarden.journal.failure",
+            context=trace.set_span_in_context(NonRecordingSpan(ctx), otel_context.Context()),
+            attributes={
+                schema.RECORD: schema.RECORD_JOURNAL_FAILURE,
+                schema.JOURNAL_FAILURE: "continue",
+                schema.JOURNAL_FAILURE_SPAN_ID: format(ctx.span_id, "016x"),
+                schema.ERROR_MESSAGE: self.redact(failure.message),
+            },
+        )
+        follow.end()
+        if self._journal_processor is not None:
+            self._journal_processor.take_failure(follow.get_span_context().span_id)
 
     def _end(self, span: Span) -> None:
+        """End a session span (an SDK span, written by the journal processor)."""
         continuing = self.settings.on_journal_failure == "continue" and self.journal is not None
-        if continuing and not self.journal.healthy:
+        if continuing and not self.journal.healthy:  # type: ignore[union-attr]
             span.set_attribute(schema.JOURNAL_FAILURE, "continue")
             span.add_event(schema.EVENT_JOURNAL_FAILURE, {schema.JOURNAL_FAILURE: "continue"})
         span.end()
@@ -357,19 +481,7 @@ class AuditRecorder:
         _log.error("audit journal unavailable, continuing as configured (on_journal_failure=continue): %s",
                    failure.message)
         if span.attributes.get(schema.JOURNAL_FAILURE) is None:
-            # The span is already sealed: say so in a follow-up span the other processors (OTLP) receive.
-            follow = self._tracer.start_span(
-                "pgwarden.journal.failure",
-                context=trace.set_span_in_context(span, otel_context.Context()),
-                attributes={
-                    schema.RECORD: schema.RECORD_JOURNAL_FAILURE,
-                    schema.JOURNAL_FAILURE: "continue",
-                    schema.JOURNAL_FAILURE_SPAN_ID: format(span.get_span_context().span_id, "016x"),
-                    schema.ERROR_MESSAGE: self.redact(failure.message),
-                },
-            )
-            follow.end()
-            self._journal_processor.take_failure(follow.get_span_context().span_id)
+            self._follow_up(span.get_span_context(), failure)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -64,11 +64,11 @@ class _Refused(Exception):
 
 
 class _Record:
-    __slots__ = ("_cm", "st")
+    __slots__ = ("_recorder", "st")
 
     def __init__(self, recorder, audit, sql: str, verdict: Verdict) -> None:
-        self._cm = recorder.statement(audit, sql)
-        self.st = self._cm.__enter__()
+        self._recorder = recorder
+        self.st = recorder.open_statement(audit, sql)
         self.st.decided(verdict_attributes(verdict, sql))
 
     def result(self, columns, sample, row_count, digest) -> None:
@@ -79,7 +79,7 @@ class _Record:
 
     def close(self) -> str | None:
         try:
-            self._cm.__exit__(None, None, None)
+            self._recorder.end_statement(self.st)
         except JournalUnavailable as exc:
             return exc.message
         return None
