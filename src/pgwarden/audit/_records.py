@@ -79,9 +79,26 @@ def canonical_reference(value: Any) -> bytes:
     return rfc8785.dumps(value)
 
 
-def encode_record(seq: int, prev: str, kind: str, body: Mapping[str, Any]) -> tuple[bytes, str]:
-    """The line (with its newline) and the record's hash."""
-    core = canonical({"seq": seq, "prev": prev, "kind": kind, "body": body})
+class NotCanonical(ValueError):
+    """A body from :func:`ready_value` that orjson cannot encode after all (a lone surrogate in a text)."""
+
+
+def encode_record(seq: int, prev: str, kind: str, body: Mapping[str, Any], *,
+                  ready: bool = False) -> tuple[bytes, str]:
+    """The line (with its newline) and the record's hash.
+
+    ``ready``: ``body`` came from :func:`ready_value` (floats as RFC 8785 fragments, every key ASCII), so
+    orjson's sorted output is RFC 8785 as it stands, without the domain walk; raises :class:`NotCanonical`
+    when orjson refuses it (the caller encodes the plain body instead).
+    """
+    record = {"seq": seq, "prev": prev, "kind": kind, "body": body}
+    if ready:
+        try:
+            core = orjson.dumps(record, option=_SORT_KEYS)
+        except orjson.JSONEncodeError as exc:
+            raise NotCanonical(str(exc)) from None
+    else:
+        core = canonical(record)
     digest = hashlib.sha256(core).hexdigest()
     return core[:-1] + b',"hash":"' + digest.encode() + b'"}\n', digest
 
@@ -108,6 +125,48 @@ def json_value(value: Any) -> Any:
     if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
         return [json_value(v) for v in value]
     return str(value)
+
+
+NOT_READY = object()
+
+
+def ready_value(value: Any) -> Any:
+    """:func:`json_value` of ``value`` in the form ``encode_record(..., ready=True)`` takes, in one pass:
+    each finite float an ``orjson.Fragment`` of its RFC 8785 text, so orjson writes exactly what RFC 8785
+    does. :data:`NOT_READY` for anything outside that domain (a non-ASCII or non-``str`` key, a subclass,
+    another type): the caller then uses :func:`json_value` and :func:`canonical`."""
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return value
+    if t is int:
+        return value if -_SAFE_INT <= value <= _SAFE_INT else str(value)
+    if t is list or t is tuple:
+        out: list[Any] = []
+        append = out.append
+        for item in value:
+            if type(item) is str:
+                append(item)
+                continue
+            item = ready_value(item)
+            if item is NOT_READY:
+                return NOT_READY
+            append(item)
+        return out
+    if t is dict:
+        result: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                return NOT_READY
+            ti = type(item)
+            if ti is not str and ti is not bool and item is not None:
+                item = ready_value(item)
+                if item is NOT_READY:
+                    return NOT_READY
+            result[key] = item
+        return result
+    if t is float:
+        return orjson.Fragment(rfc8785.dumps(value)) if math.isfinite(value) else str(value)
+    return NOT_READY
 
 
 def now_iso() -> str:

@@ -348,13 +348,16 @@ class Journal:
 
     # -- appending ---------------------------------------------------------------------------------
 
-    def append(self, kind: str, body: Mapping[str, Any]) -> tuple[int, str]:
-        """Append one record; durable per the fsync mode when this returns. Returns (seq, hash)."""
+    def append(self, kind: str, body: Mapping[str, Any], *, ready: bool = False) -> tuple[int, str]:
+        """Append one record; durable per the fsync mode when this returns. Returns (seq, hash).
+
+        ``ready``: ``body`` came from ``_records.ready_value`` (see ``encode_record``); raises
+        ``NotCanonical`` (nothing written) when it cannot be encoded that way."""
         with self._lock:
             if self._fd is None:
                 self.open()
             try:
-                seq, digest = self._append(kind, body)
+                seq, digest = self._append(kind, body, ready=ready)
                 if kind == "span":
                     self._since_checkpoint += 1
                     if self._since_checkpoint >= self._checkpoint_every:
@@ -370,11 +373,12 @@ class Journal:
     def append_span(self, span: ReadableSpan) -> tuple[int, str]:
         return self.append("span", span_body(span))
 
-    def _append(self, kind: str, body: Mapping[str, Any], *, sync: bool | None = None) -> tuple[int, str]:
-        line, digest = encode_record(self.seq + 1, self.head, kind, body)
+    def _append(self, kind: str, body: Mapping[str, Any], *, sync: bool | None = None,
+                ready: bool = False) -> tuple[int, str]:
+        line, digest = encode_record(self.seq + 1, self.head, kind, body, ready=ready)
         if kind != "rotate" and self._size > 0 and self._size + len(line) > self._rotate_bytes:
             self._rotate()
-            line, digest = encode_record(self.seq + 1, self.head, kind, body)
+            line, digest = encode_record(self.seq + 1, self.head, kind, body, ready=ready)
         self._write(line, sync=self._each if sync is None else sync)
         self.seq += 1
         self.head = digest

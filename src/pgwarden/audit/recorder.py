@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from . import schema
-from ._records import json_value
+from ._records import NOT_READY, NotCanonical, json_value, ready_value
 from .config import AuditSettings
 from .digest import ResultDigest
 from .journal import Journal, JournalSpanProcessor, JournalUnavailable
@@ -155,6 +155,12 @@ class StatementRecord:
         """The verdict's attributes (``schema.verdict_attributes``): decision, rule, reasons, masked columns…"""
         self.set_many(attrs)
 
+    def decided_verdict(self, verdict: Any) -> None:
+        """:meth:`decided` with ``schema.verdict_attributes(verdict, text)`` for the text this record was
+        opened with (whose text and digest it already holds): the verdict's own attributes, cleaned once per
+        distinct verdict content and reused (a statement of a known shape pays for none of it again)."""
+        self._attrs.update(self._recorder._verdict_fields(verdict))
+
     def upstream_text(self, text: str) -> None:
         """The statement as rewritten and run upstream."""
         self.set(schema.UPSTREAM_TEXT, text)
@@ -208,7 +214,22 @@ class StatementRecord:
         self.set(schema.ERROR_MESSAGE, message)
         self._status = self._recorder.redact(message)
 
-    def _body(self, name: str, end_ns: int, service: str | None) -> dict[str, Any]:
+    def _ready_body(self, name: str, end_ns: int, service: str | None) -> dict[str, Any] | None:
+        """:meth:`_body` in ``ready_value`` form (``Journal.append(..., ready=True)``), or None outside it."""
+        attrs = ready_value(self._attrs)
+        if attrs is NOT_READY:
+            return None
+        events = []
+        for event_name, stamp, event_attrs in self._events:
+            ready = ready_value(event_attrs)
+            if ready is NOT_READY or type(event_name) is not str:
+                return None
+            events.append({"name": event_name, "time_ns": str(stamp), "attributes": ready})
+        body = self._body(name, end_ns, service, attributes=attrs, events=events)
+        return body if type(name) is str and (service is None or type(service) is str) else None
+
+    def _body(self, name: str, end_ns: int, service: str | None, *, attributes: Any = None,
+              events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The journal body, exactly as :func:`~.journal.span_body` gives it for the equivalent SDK span."""
         return {
             "name": name,
@@ -220,8 +241,9 @@ class StatementRecord:
             "end_ns": str(end_ns),
             "status": {"code": "UNSET", "description": None} if self._status is None
             else {"code": "ERROR", "description": self._status},
-            "attributes": json_value(self._attrs),
-            "events": [{"name": n, "time_ns": str(t), "attributes": json_value(a)} for n, t, a in self._events],
+            "attributes": json_value(self._attrs) if attributes is None else attributes,
+            "events": [{"name": n, "time_ns": str(t), "attributes": json_value(a)} for n, t, a in self._events]
+            if events is None else events,
             "links": [{"trace_id": format(c.trace_id, "032x"), "span_id": format(c.span_id, "016x")}
                       for c in self.links],
             "service": service,
@@ -258,6 +280,7 @@ class AuditRecorder:
             except JournalUnavailable as exc:
                 # Not fatal here: each statement refuses (or records the choice) until the journal is back.
                 _log.error("audit journal unavailable at start: %s", exc.message)
+        self._verdicts: dict[tuple, dict[str, Any]] = {}
         # Statement records reach the journal directly (end_statement); these get them as SDK spans.
         self._others: SynchronousMultiSpanProcessor | None = None
         others: list[SpanProcessor] = []
@@ -278,6 +301,24 @@ class AuditRecorder:
         if not isinstance(tracer, Tracer):
             raise RuntimeError("the audit recorder's tracer provider is disabled")
         self._tracer = tracer
+
+    def _verdict_fields(self, verdict: Any) -> dict[str, Any]:
+        plans = verdict.plans
+        key = (verdict.decision, verdict.policy_version, verdict.rule,
+               tuple([(r.code, r.message) for r in verdict.reasons]), verdict.masked_columns,
+               tuple([p.command_tag for p in plans]))
+        hit = self._verdicts.get(key)
+        if hit is None:
+            hit = {}
+            for name, value in schema.verdict_fields(verdict).items():
+                value = self._clean(name, value)
+                if value is not None:
+                    hit[name] = value
+            if len(self._verdicts) >= 512:
+                self._verdicts.clear()
+            self._verdicts[key] = hit
+        # Lists inside are shared between records: records only read them (the journal encodes them).
+        return hit
 
     # -- redaction and samples ---------------------------------------------------------------------
 
@@ -406,7 +447,13 @@ class AuditRecorder:
         failure: JournalUnavailable | None = None
         if self.journal is not None:
             try:
-                self.journal.append("span", record._body(name, end_ns, self._service))
+                ready = record._ready_body(name, end_ns, self._service)
+                try:
+                    if ready is None:
+                        raise NotCanonical("outside the ready form")
+                    self.journal.append("span", ready, ready=True)
+                except NotCanonical:
+                    self.journal.append("span", record._body(name, end_ns, self._service))
             except JournalUnavailable as exc:
                 failure = exc
                 _log.error("audit journal write failed: %s", exc.message)

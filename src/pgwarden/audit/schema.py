@@ -93,10 +93,13 @@ def query_digest(sql: str) -> str:
 
 def verdict_attributes(verdict, sql: str, *, operations: Sequence[str] = ()) -> Mapping[str, object]:
     """Statement-span attributes describing what policy decided about ``sql``."""
+    return {DB_SYSTEM_NAME: "postgresql", DB_QUERY_TEXT: sql, QUERY_SHA256: query_digest(sql),
+            **verdict_fields(verdict, operations=operations)}
+
+
+def verdict_fields(verdict, *, operations: Sequence[str] = ()) -> dict[str, object]:
+    """The part of :func:`verdict_attributes` that depends on the verdict alone (not on the text)."""
     attrs: dict[str, object] = {
-        DB_SYSTEM_NAME: "postgresql",
-        DB_QUERY_TEXT: sql,
-        QUERY_SHA256: query_digest(sql),
         DECISION: verdict.decision.value,
         POLICY_VERSION: verdict.policy_version,
         REASON_CODES: [r.code for r in verdict.reasons],

@@ -28,7 +28,6 @@ from typing import Any
 
 from pgwarden.audit.digest import ResultDigest
 from pgwarden.audit.journal import JournalUnavailable
-from pgwarden.audit.schema import verdict_attributes
 from pgwarden.engine.config import ProxySettings
 from pgwarden.engine.errors import GatewayError, StatementRefused
 from pgwarden.engine.identity import AuthenticationError
@@ -69,7 +68,7 @@ class _Record:
     def __init__(self, recorder, audit, sql: str, verdict: Verdict) -> None:
         self._recorder = recorder
         self.st = recorder.open_statement(audit, sql)
-        self.st.decided(verdict_attributes(verdict, sql))
+        self.st.decided_verdict(verdict)
 
     def result(self, columns, sample, row_count, digest) -> None:
         self.st.result(columns, sample, row_count, digest)
