@@ -115,6 +115,7 @@ class _Stmt:
     plan: StatementPlan | None
     columns: tuple[m.FieldDescription, ...] | None = None  # None: not described yet; (): NoData
     screens: dict[tuple[int, ...], ResultScreen] = field(default_factory=dict)
+    described: dict[tuple[int, tuple[ColumnInfo, ...]], ResultScreen] = field(default_factory=dict)
 
 
 @dataclass
@@ -703,7 +704,17 @@ class ProxyConnection:
                 assert screen is not None
             elif type(head) is _DescCtx and head.portal is not None:
                 portal = head.portal
-                screen = self.engine.screen(portal.stmt.plan, _columns(desc.fields))
+                # libpq describes the portal of every execution of a prepared statement: its screen is
+                # built once per (catalog generation, description) and reused
+                cols = tuple(_columns(desc.fields))
+                key = (getattr(self.engine, "screen_generation", 0), cols)
+                described = portal.stmt.described
+                screen = described.get(key)
+                if screen is None:
+                    screen = self.engine.screen(portal.stmt.plan, cols)
+                    if len(described) >= 16:
+                        described.clear()
+                    described[key] = screen
                 portal.screen = screen
                 portal.described = True
                 if portal.stmt.columns is None:
