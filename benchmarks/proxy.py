@@ -106,7 +106,8 @@ def start_pgwarden(work: Path, dsn: str, *, masked: bool, digest: bool,
         "identity": {"issuer": "https://bench", "audience": "pgwarden", "public_key_file": str(work / "pub.pem"),
                      "algorithms": ["ES256"]},
         "rules": [{"name": "bench", "match": {"groups": ["bench"]}, "target": "main",
-                   "statements": {"allow": ["read"]}, "schemas": {"allow": ["public"]}}],
+                   "statements": {"allow": ["read"]}, "schemas": {"allow": ["public"]},
+                   "max_rows": None}],  # the streaming run reads 10⁶ rows through the proxy
         "masking": {"columns": [{"column": "public.stream_rows.card", "strategy": "keep_last", "keep": 4}]
                     if masked else []},
         "audit": {"journal_dir": str(work / "journal"), "fsync": "batch", "journal_enabled": journal},

@@ -124,6 +124,7 @@ class _Portal:
     formats: tuple[int, ...]
     screen: ResultScreen | None = None
     described: bool = False  # its result shape is known (screen None then means: no rows)
+    returned: int = 0  # rows sent to the client, over all its Executes (max_rows counts per portal)
 
 
 class _Tap:
@@ -197,7 +198,7 @@ def _text_values(data: bytes | memoryview) -> list[str | None]:
 
 
 class _QueryCtx:
-    __slots__ = ("copy", "failed", "index", "record", "screen", "sql", "tap", "verdict")
+    __slots__ = ("copy", "failed", "index", "limit", "record", "returned", "screen", "sql", "tap", "verdict")
 
     def __init__(self, sql: str, verdict: Verdict, record: Record) -> None:
         self.sql = sql
@@ -208,6 +209,8 @@ class _QueryCtx:
         self.tap: _Tap | None = None
         self.copy = False
         self.failed = False
+        self.limit = verdict.max_rows  # rows one result may return to the client (the rule's max_rows)
+        self.returned = 0  # rows of the current result sent so far
 
     @property
     def plan(self) -> StatementPlan | None:
@@ -216,12 +219,13 @@ class _QueryCtx:
 
 
 class _ExecCtx:
-    __slots__ = ("portal", "record", "tap")
+    __slots__ = ("limit", "portal", "record", "tap")
 
     def __init__(self, portal: _Portal, record: Record) -> None:
         self.portal = portal
         self.record: Record | None = record
         self.tap: _Tap | None = None
+        self.limit = portal.stmt.verdict.max_rows
 
     @property
     def plan(self) -> StatementPlan | None:
@@ -549,6 +553,13 @@ class ProxyConnection:
             for kind, start, end in spans:
                 head = ctxq[0] if ctxq else None
                 if kind == _ROW and not self._withholding:
+                    limit = getattr(head, "limit", None)
+                    if limit is not None and self._over_limit(head, limit):
+                        # past the rule's max_rows: not sent (CommandComplete then says so, see _complete)
+                        if run >= 0:
+                            out.append(bytes(view[run:start]))
+                            run = -1
+                        continue
                     # the hot path: rows of a result whose screen lets them through as they are
                     tap: _Tap | None
                     if type(head) is _ExecCtx:
@@ -610,6 +621,41 @@ class ProxyConnection:
             view.release()
         del buf[:consumed]
 
+    @staticmethod
+    def _over_limit(head: object, limit: int) -> bool:
+        """Count one more row of ``head``'s result; True when it is past ``limit`` (not to be sent)."""
+        if type(head) is _QueryCtx:
+            head.returned += 1
+            return head.returned > limit
+        if type(head) is _ExecCtx:
+            portal = head.portal
+            portal.returned += 1
+            return portal.returned > limit
+        return False
+
+    @staticmethod
+    def _truncated(head: object, body: memoryview, forward: bool | bytes) -> bool | bytes:
+        """The CommandComplete of a result cut at max_rows: a notice saying so, and the tag's count made the
+        rows the client received (``SELECT n`` / ``FETCH n``; other tags, such as a write's, say what was
+        done and stay)."""
+        if type(head) is _QueryCtx:
+            limit, returned = head.limit, head.returned
+            head.returned = 0
+        elif type(head) is _ExecCtx:
+            limit, returned = head.limit, head.portal.returned
+        else:
+            return forward
+        if limit is None or returned <= limit or not forward:
+            return forward
+        tag = bytes(body).rstrip(b"\0").decode("utf-8", "replace")
+        verb, _, count = tag.rpartition(" ")
+        if verb in ("SELECT", "FETCH", "MOVE") and count.isdigit():
+            tag = f"{verb} {limit}"
+        notice = m.notice("WARNING", "01000", f"pgwarden: the result was cut at {limit} rows (the rule's "
+                          "max_rows); the rest was not sent",
+                          hint="add a LIMIT, narrow the query, or page with a cursor (FETCH)")
+        return encode(notice) + encode(m.CommandComplete(tag))
+
     def _withhold(self, error: m.ErrorResponse) -> None:
         """Replace the rest of this exchange (to the next ReadyForQuery) by ``error``."""
         if not self._withholding:
@@ -630,7 +676,11 @@ class ProxyConnection:
             else:
                 forward = self._row_description(head, decode_backend(kind, body), forward)  # type: ignore[arg-type]
         elif kind == _ROW:
-            forward = self._screened_row(head, body) if forward else False
+            limit = getattr(head, "limit", None)
+            if forward and limit is not None and self._over_limit(head, limit):
+                forward = False
+            else:
+                forward = self._screened_row(head, body) if forward else False
         elif kind == _NODATA:
             if type(head) is _DescCtx:
                 if head.stmt is not None:
@@ -640,6 +690,10 @@ class ProxyConnection:
                     head.portal.described = True
         elif kind in (_DONE, _SUSPENDED, _EMPTY):
             forward = self._complete(kind, head, body, forward)
+            if kind == _DONE:
+                forward = self._truncated(head, body, forward)
+            elif type(head) is _QueryCtx:
+                head.returned = 0
         elif kind in (_ERROR, _NOTICE):
             forward = self._diagnostic(kind, head, body, forward)
         elif kind == _READY:

@@ -1,0 +1,92 @@
+"""The rule's ``max_rows`` through the wire door: a result is cut at that many rows, whatever the protocol.
+
+The agent rule of examples/public_cases.yaml keeps the default (1000 rows). The client gets the first 1000
+rows, a WARNING notice saying the result was cut, and a CommandComplete whose count is the rows it received;
+the session goes on. The audit record counts what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from support.wire import Keys, RawClient, RunningProxy
+
+LIMIT = 1000
+BIG = "SELECT g FROM generate_series(1, 5000) g"
+
+
+def _agent(proxy: RunningProxy, keys: Keys, notices: list[str]) -> psycopg.Connection:
+    conn = psycopg.connect(proxy.dsn(keys.token()), autocommit=True)
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    return conn
+
+
+@pytest.mark.parametrize("mode", ["simple", "extended", "binary", "prepared"])
+def test_a_result_is_cut_at_max_rows(proxy: RunningProxy, keys: Keys, mode: str) -> None:
+    notices: list[str] = []
+    with _agent(proxy, keys, notices) as conn:
+        if mode == "simple":
+            cur = psycopg.ClientCursor(conn)  # a simple Query message
+            rows = cur.execute(BIG).fetchall()
+            assert cur.statusmessage == f"SELECT {LIMIT}"
+        elif mode == "binary":
+            with conn.cursor(binary=True) as cur:
+                rows = cur.execute("SELECT g FROM generate_series(1, %s) g", [5000]).fetchall()
+        else:
+            prepare = mode == "prepared"
+            for _ in range(3 if prepare else 1):
+                cur = conn.execute("SELECT g FROM generate_series(1, %s) g", [5000], prepare=prepare)
+                rows = cur.fetchall()
+                assert cur.statusmessage == f"SELECT {LIMIT}"
+        assert [r[0] for r in rows] == list(range(1, LIMIT + 1))
+        assert any(f"cut at {LIMIT} rows" in n for n in notices)
+        assert conn.execute("SELECT 7").fetchone() == (7,)  # the session goes on
+        # a result inside the limit is untouched, with no notice
+        notices.clear()
+        assert len(conn.execute("SELECT g FROM generate_series(1, 10) g").fetchall()) == 10
+        assert not notices
+
+
+def test_simple_query_tag_and_notice_bytes(proxy: RunningProxy, keys: Keys) -> None:
+    """Over the raw protocol: exactly LIMIT DataRows, then the notice, CommandComplete 'SELECT 1000', and
+    the next statement of the same text is counted afresh."""
+    client = RawClient(proxy.port, keys.token())
+    try:
+        replies = client.query(f"{BIG}; SELECT g FROM generate_series(1, 3) g")
+        kinds = [k for k, _ in replies]
+        assert kinds.count(ord("D")) == LIMIT + 3
+        tags = [body for k, body in replies if k == ord("C")]
+        assert tags == [b"SELECT 1000\0", b"SELECT 3\0"]
+        first_done = kinds.index(ord("C"))
+        assert kinds[first_done - 1] == ord("N")
+    finally:
+        client.close()
+
+
+def test_a_server_side_cursor_pages_past_the_limit(proxy: RunningProxy, keys: Keys) -> None:
+    """max_rows is per statement: each FETCH is one, so a cursor pages through a large result."""
+    notices: list[str] = []
+    with _agent(proxy, keys, notices) as conn, conn.transaction(), conn.cursor("pages") as cur:
+        cur.itersize = 500
+        cur.execute(BIG)
+        assert sum(1 for _ in cur) == 5000
+    assert not notices
+
+
+def test_asyncpg_fetch_is_cut(proxy: RunningProxy, keys: Keys) -> None:
+    asyncpg = pytest.importorskip("asyncpg")
+
+    async def run() -> tuple[int, int]:
+        conn = await asyncpg.connect(host="127.0.0.1", port=proxy.port, user="agent", database="main",
+                                     password=keys.token(), ssl=False)
+        try:
+            rows = await conn.fetch("SELECT g FROM generate_series(1, $1::int) g", 5000)
+            small = await conn.fetch("SELECT g FROM generate_series(1, $1::int) g", 5)
+            return len(rows), len(small)
+        finally:
+            await conn.close()
+
+    assert asyncio.run(run()) == (LIMIT, 5)
