@@ -4,7 +4,7 @@
 
 Every attempt asserts the safe outcome: no sentinel (``RAW…``) in any byte the client receives, and no write
 that takes effect (checked on a direct connection). Breaches are ``xfail(strict=True)`` tests whose reason
-starts with ``BREACH:``.
+starts with ``BREACH:``; a fixed one stays as a test of its class (the statement and portal name swaps).
 """
 
 from __future__ import annotations
@@ -793,17 +793,20 @@ def test_sql_prepared_statements_are_checked_and_masked(agent: RawClient) -> Non
 
 
 @pytest.mark.parametrize("fmt", [(), (1,)], ids=["text", "binary"])
-@pytest.mark.xfail(strict=True, reason="BREACH: a protocol-level statement name that was Parsed and run once as "
-                   "'SELECT 1' is DEALLOCATEd and re-PREPAREd by SQL with a SELECT of masked columns; Bind/Execute of "
-                   "the old name then returns raw national_id, salary and e-mail (the gateway keeps its stale, "
-                   "already-screened analysis of the name)")
-def test_breach_statement_name_swapped_by_sql_prepare(agent: RawClient, fmt: tuple[int, ...]) -> None:
+def test_statement_name_swapped_by_sql_prepare(agent: RawClient, fmt: tuple[int, ...]) -> None:
+    """Once a breach: the gateway kept its screen of a protocol-level name that SQL DEALLOCATE + PREPARE had
+    swapped for a SELECT of masked columns. A name such a statement creates or drops is now forgotten when
+    the statement is sent, so the Bind of it is refused."""
     run(agent, Parse("s1", "SELECT 1"), Sync())
     run(agent, Bind("", "s1", (), (), ()), Execute("", 0), Sync())
     run(agent, Query("DEALLOCATE s1"))
     run(agent, Query("PREPARE s1 AS " + MASKED))
-    _, data = run(agent, Bind("", "s1", (), (), fmt), Execute("", 0), Sync())
+    frames, data = run(agent, Bind("", "s1", (), (), fmt), Execute("", 0), Sync())
     assert not leaks(data), f"raw values returned: {leaks(data)}"
+    assert error_of(frames) is not None
+    frames, data = run(agent, Query("EXECUTE s1"))  # by SQL it is decided on its own, and masked
+    assert not leaks(data) and error_of(frames) is None and len(rows_of(frames)) == 2
+    run(agent, Query("DEALLOCATE ALL"))
 
 
 RUN_S1 = (Bind("", "s1", (), (), ()), Execute("", 0), Sync())
@@ -824,15 +827,32 @@ NAME_SWAPS = {
 
 
 @pytest.mark.parametrize("steps", list(NAME_SWAPS.values()), ids=list(NAME_SWAPS))
-@pytest.mark.xfail(strict=True, reason="BREACH: a statement or portal name the gateway has already screened is "
-                   "replaced behind its back by SQL (DEALLOCATE [ALL] / DISCARD ALL + PREPARE, or CLOSE + DECLARE "
-                   "CURSOR of the same name); the protocol-level Bind/Execute of the old name returns raw masked values "
-                   "(national_id, salary, e-mail; card_number's RAWCARD prefix)")
-def test_breach_name_swaps(agent: RawClient, steps) -> None:
+def test_name_swaps(agent: RawClient, steps) -> None:
+    """Once a breach (every way SQL can swap what a screened protocol name means: DEALLOCATE [ALL],
+    DISCARD ALL, CLOSE + DECLARE, in one text or several)."""
     for msgs in steps:
         run(agent, *msgs)
     assert not leaks(bytes(agent.received)), f"raw values returned: {leaks(bytes(agent.received))}"
     run(agent, Query("ROLLBACK"))
+    run(agent, Query("DEALLOCATE ALL"))
+
+
+def test_name_swap_pipelined_behind_the_swap_or_run_from_a_portal(agent: RawClient) -> None:
+    """The Bind of the swapped name sent in the same packet as the swap (before its reply), and the swap
+    itself run from a protocol portal (Parse of DEALLOCATE / PREPARE, executed later): refused either way."""
+    run(agent, Parse("s1", "SELECT 1"), Sync())
+    run(agent, *RUN_S1)
+    agent.send(Query("DEALLOCATE s1; PREPARE s1 AS " + MASKED), *RUN_S1)
+    frames = agent.read_until({ord("Z")}) + agent.read_until({ord("Z")})
+    assert not leaks(bytes(agent.received)) and error_of(frames) is not None
+    run(agent, Query("DEALLOCATE ALL"))
+    run(agent, Parse("s1", "SELECT 1"), Sync())
+    run(agent, *RUN_S1)
+    run(agent, Parse("d", "DEALLOCATE s1"), Parse("p", "PREPARE s1 AS " + MASKED), Sync())
+    run(agent, Bind("", "d", (), (), ()), Execute("", 0), Bind("", "p", (), (), ()), Execute("", 0), Sync())
+    frames, _ = run(agent, *RUN_S1)
+    assert not leaks(bytes(agent.received)) and error_of(frames) is not None
+    run(agent, Query("DEALLOCATE ALL"))
 
 
 def test_statement_name_swapped_without_a_prior_run_is_caught(agent: RawClient) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pgwarden.policy.effects import ALL as ALL_NAMES
 from pgwarden.policy.results import ColumnInfo, ResultScreen, ResultShapeMismatch
 from pgwarden.policy.verdict import Decision, StatementPlan, Verdict
 
@@ -405,9 +406,27 @@ class ProxyConnection:
         if verdict.decision is not Decision.ALLOW:
             self._refuse_verdict(_Q, sql, verdict)
             return
+        self._forget_names(verdict)
         ctx = _QueryCtx(sql, verdict, self.engine.open_record(sql, verdict))
         text = verdict.text_for_upstream(sql)
         self._push(_Q, ctx, _frame(_Q, payload) if text is sql else encode(m.Query(text)))
+
+    def _forget_names(self, verdict: Verdict) -> None:
+        """SQL PREPARE / DEALLOCATE / DISCARD ALL and DECLARE / CLOSE share PostgreSQL's namespace with the
+        protocol's prepared statements and portals: a name such a statement creates or drops is forgotten
+        here as soon as the statement is sent (before it runs, since the client may pipeline a Bind of the
+        name behind it), so a protocol-level Bind / Describe / Execute of it can never use the analysis and
+        screen of what the name meant before. The client is told the name does not exist (fail closed);
+        ``EXECUTE name`` / ``FETCH`` by SQL is decided on its own."""
+        for effect in verdict.effects:
+            for name, table in ((effect.prepares, self._stmts), (effect.deallocates, self._stmts),
+                                (effect.declares, self._portals), (effect.closes, self._portals)):
+                if name is None:
+                    continue
+                if name == ALL_NAMES:
+                    table.clear()
+                else:
+                    table.pop(name, None)
 
     def finish_hold(self, replies: Sequence[m.BackendMessage]) -> None:
         """The held statement was answered (rows of the released statement, or an error): send the replies
@@ -441,6 +460,7 @@ class ProxyConnection:
                 return
             self._refuse_verdict(_P, msg.query, verdict)
             return
+        self._forget_names(verdict)
         plans = verdict.plans
         self._stmts[msg.name] = _Stmt(msg.query, verdict, plans[0] if plans else None)
         text = verdict.text_for_upstream(msg.query)
@@ -532,6 +552,7 @@ class ProxyConnection:
         if portal is None:
             self._refuse(_E, m.error("ERROR", "34000", f"pgwarden: portal {msg.portal!r} does not exist"))
             return
+        self._forget_names(portal.stmt.verdict)
         record = self.engine.open_record(portal.stmt.sql, portal.stmt.verdict)
         self._push(_E, _ExecCtx(portal, record), _frame(_E, payload))
 
