@@ -461,14 +461,9 @@ class AuditRecorder:
                 failure = JournalUnavailable(f"cannot encode the audit record: {exc!r}")
         if self._others is not None:
             self._export(record, name, end_ns)
-        if failure is None:
-            return
-        if not continuing:
-            raise failure
-        _log.error("audit journal unavailable, continuing as configured (on_journal_failure=continue): %s",
-                   failure.message)
-        if record._attrs.get(schema.JOURNAL_FAILURE) is None:
-            self._follow_up(self._context(record), failure)
+        if failure is not None:
+            self._journal_failed(failure, continuing, self._context(record),
+                                 marked=record._attrs.get(schema.JOURNAL_FAILURE) is not None)
 
     def _context(self, record: StatementRecord) -> SpanContext:
         return SpanContext(record.trace_id, record.span_id, is_remote=False, trace_flags=_SAMPLED,
@@ -521,14 +516,20 @@ class AuditRecorder:
         if self._journal_processor is None:
             return
         failure = self._journal_processor.take_failure(span.get_span_context().span_id)
-        if failure is None:
-            return
+        if failure is not None:
+            self._journal_failed(failure, continuing, span.get_span_context(),
+                                 marked=span.attributes.get(schema.JOURNAL_FAILURE) is not None)
+
+    def _journal_failed(self, failure: JournalUnavailable, continuing: bool, ctx: SpanContext, *,
+                        marked: bool) -> None:
+        """A record's journal write failed: raise (``refuse``), or log it and, unless the record itself says
+        so already (``marked``), say so in a follow-up span (``continue``)."""
         if not continuing:
             raise failure
         _log.error("audit journal unavailable, continuing as configured (on_journal_failure=continue): %s",
                    failure.message)
-        if span.attributes.get(schema.JOURNAL_FAILURE) is None:
-            self._follow_up(span.get_span_context(), failure)
+        if not marked:
+            self._follow_up(ctx, failure)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
