@@ -174,10 +174,31 @@ def test_direct_tls_without_alpn_postgresql_is_refused(tls_proxy: RunningProxy, 
 @pytest.mark.parametrize(("address", "loopback"), [
     ("127.0.0.1", True), ("127.0.0.2", True), ("127.255.0.9", True), ("::1", True), ("/tmp/.s.PGSQL.6432", True),
     ("", True), ("192.0.2.2", False), ("10.0.0.1", False), ("::ffff:10.0.0.1", False), ("fd00::2", False),
-    ("0.0.0.0", False),
+    ("0.0.0.0", False), ("::ffff:127.0.0.1", True), ("::ffff:127.1.2.3", True), ("::ffff:0.0.0.0", False),
+    ("fe80::1%eth0", False), ("::", False), ("not-an-address", False),
 ])
 def test_loopback_decision(address: str, loopback: bool) -> None:
     assert _loopback(address) is loopback
+
+
+def _dual_stack() -> bool:
+    try:
+        with socket.create_server(("::", 0)):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _dual_stack(), reason="this machine has no IPv6 socket to listen on")
+def test_ipv4_loopback_client_of_a_dual_stack_listener_may_send_a_token(cases_db_module: str, wire_dir: Path,
+                                                                         keys: Keys) -> None:
+    # On "[::]:port" an IPv4 client's address arrives as ::ffff:127.0.0.1: still loopback.
+    p = RunningProxy(config_data(cases_db_module, wire_dir, keys, proxy={"listen": "[::]:0"}), wire_dir)
+    try:
+        with psycopg.connect(p.dsn(keys.token()), autocommit=True) as conn:
+            assert conn.execute("SELECT 7").fetchone() == (7,)
+    finally:
+        p.close()
 
 
 def test_token_off_loopback_needs_tls(tls_proxy: RunningProxy, keys: Keys, non_loopback: str | None) -> None:

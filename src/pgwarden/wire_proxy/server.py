@@ -223,7 +223,7 @@ class ProxyServer:
         self.runtime = runtime
         self.settings = settings or runtime.config.proxy
         lhost, _, lport = self.settings.listen.rpartition(":")
-        self.host = host or lhost
+        self.host = host or lhost.removeprefix("[").removesuffix("]")  # "[::]:6432" names an IPv6 host
         self.port = int(lport) if port is None else port
         self.digest = digest
         self._sock: socket.socket | None = None
@@ -868,9 +868,12 @@ async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
 
 def _loopback(address: str) -> bool:
     try:
-        return ipaddress.ip_address(address).is_loopback
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return address in ("", "localhost") or address.startswith("/")
+    # A dual-stack (IPv6) listener reports an IPv4 client as ::ffff:a.b.c.d; judge the IPv4 address.
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 async def serve(runtime: Runtime, *, host: str | None = None, port: int | None = None,
