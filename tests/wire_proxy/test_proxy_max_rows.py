@@ -12,7 +12,7 @@ import asyncio
 import psycopg
 import pytest
 
-from support.wire import Keys, RawClient, RunningProxy
+from support.wire import Keys, RawClient, RunningProxy, config_data
 
 LIMIT = 1000
 BIG = "SELECT g FROM generate_series(1, 5000) g"
@@ -90,3 +90,60 @@ def test_asyncpg_fetch_is_cut(proxy: RunningProxy, keys: Keys) -> None:
             await conn.close()
 
     assert asyncio.run(run()) == (LIMIT, 5)
+
+
+@pytest.mark.parametrize(("options", "header"), [
+    ("", False), ("(FORMAT csv)", False), ("(FORMAT csv, HEADER)", True), ("CSV HEADER", True),
+    ("(FORMAT csv, HEADER false)", False), ("(FORMAT csv, HEADER 1)", True),
+])
+def test_copy_out_is_cut_at_max_rows(proxy: RunningProxy, keys: Keys, options: str, header: bool) -> None:
+    """COPY … TO STDOUT is a result too: the client gets max_rows data rows (a csv header line is not a row),
+    the notice, and 'COPY 1000'."""
+    notices: list[str] = []
+    with _agent(proxy, keys, notices) as conn:
+        cur = conn.cursor()
+        with cur.copy(f"COPY (SELECT g, 'v' || g FROM generate_series(1, 5000) g) TO STDOUT {options}") as copy:
+            lines = b"".join(bytes(chunk) for chunk in copy).decode().splitlines()
+        assert cur.rowcount == LIMIT  # (psycopg reads it from CommandComplete's tag)
+        if header:
+            assert lines[0] == "g,?column?"
+            lines = lines[1:]
+        sep = "\t" if not options else ","
+        assert lines == [f"{i}{sep}v{i}" for i in range(1, LIMIT + 1)]
+        assert any(f"cut at {LIMIT} rows" in n for n in notices)
+        assert conn.execute("SELECT 7").fetchone() == (7,)
+        notices.clear()
+        with cur.copy("COPY (SELECT g FROM generate_series(1, 10) g) TO STDOUT") as copy:
+            assert len(b"".join(bytes(c) for c in copy).splitlines()) == 10
+        assert cur.rowcount == 10 and not notices
+
+
+def test_copy_out_cut_over_the_raw_protocol(proxy: RunningProxy, keys: Keys) -> None:
+    client = RawClient(proxy.port, keys.token())
+    try:
+        replies = client.query("COPY (SELECT g FROM generate_series(1, 3000) g) TO STDOUT; SELECT 1")
+        kinds = [k for k, _ in replies]
+        assert kinds.count(ord("d")) == LIMIT
+        assert [body for k, body in replies if k == ord("C")] == [b"COPY 1000\0", b"SELECT 1\0"]
+        assert kinds[kinds.index(ord("c")) + 1] == ord("N")  # CopyDone, the notice, then CommandComplete
+    finally:
+        client.close()
+
+
+def test_binary_copy_out_is_cut_and_keeps_its_trailer(cases_db_module: str, tmp_path, keys: Keys) -> None:
+    """Binary COPY (allowed only where nothing is screened: here a policy without content detectors) is cut
+    at max_rows with its trailer kept, so the client still reads a well-formed COPY BINARY stream."""
+    data = config_data(cases_db_module, tmp_path, keys)  # its own journal and approvals store
+    data.setdefault("masking", {})["detectors"] = {"enabled": False}
+    p = RunningProxy(data, tmp_path)
+    try:
+        with psycopg.connect(p.dsn(keys.token()), autocommit=True) as conn:
+            cur = conn.cursor()
+            with cur.copy("COPY (SELECT g FROM generate_series(1, 3000) g) TO STDOUT (FORMAT binary)") as copy:
+                copy.set_types(["int4"])
+                rows = list(copy.rows())
+            assert [r[0] for r in rows] == list(range(1, LIMIT + 1))
+            assert cur.rowcount == LIMIT
+            assert conn.execute("SELECT 7").fetchone() == (7,)
+    finally:
+        p.close()

@@ -29,6 +29,7 @@ class StatementEffects:
     closes: str | None = None  # CLOSE name, or ALL
     schema_changed: bool = False
     copy: str | None = None  # "stdout" | "stdin" | "file" | "program"
+    copy_header: bool = False  # COPY … TO STDOUT sends a header line first (csv HEADER): not a row
     ends_transaction: bool = False  # COMMIT / ROLLBACK / END: cursors without HOLD close
     analysis: StatementAnalysis | None = None  # what PREPARE / DECLARE will read when executed
 
@@ -54,8 +55,16 @@ def _one(index: int, st: StatementAnalysis) -> StatementEffects | None:
         return StatementEffects(index, deallocates=ALL, closes=ALL)
     ends = node == "TransactionStmt" and st.command_tag in _TXN_END
     if ddl or st.copy_target or ends:
-        return StatementEffects(index, schema_changed=ddl, copy=st.copy_target, ends_transaction=ends)
+        return StatementEffects(index, schema_changed=ddl, copy=st.copy_target, ends_transaction=ends,
+                                copy_header=st.copy_target == "stdout" and _header(st.details.copy_options))
     return None
+
+
+def _header(options) -> bool:
+    """Whether COPY's HEADER option is on as PostgreSQL reads it (no value, true/on, 1). Anything else is
+    read as off: a header line taken for a row only makes a cut result one row shorter, never longer."""
+    value = (options or {}).get("header")
+    return value is not None and str(value).lower() in ("true", "on", "1")
 
 
 _QUIET = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})

@@ -199,7 +199,8 @@ def _text_values(data: bytes | memoryview) -> list[str | None]:
 
 
 class _QueryCtx:
-    __slots__ = ("copy", "failed", "index", "limit", "record", "returned", "screen", "sql", "tap", "verdict")
+    __slots__ = ("copy", "copy_binary", "copy_skip", "failed", "index", "limit", "record", "returned", "screen",
+                 "sql", "tap", "verdict")
 
     def __init__(self, sql: str, verdict: Verdict, record: Record) -> None:
         self.sql = sql
@@ -209,6 +210,8 @@ class _QueryCtx:
         self.screen: ResultScreen | None = None
         self.tap: _Tap | None = None
         self.copy = False
+        self.copy_binary = False  # the COPY OUT now arriving is binary (its last CopyData is the trailer)
+        self.copy_skip = 0  # CopyData messages of this COPY OUT that are not rows (a csv header line)
         self.failed = False
         self.limit = verdict.max_rows  # rows one result may return to the client (the rule's max_rows)
         self.returned = 0  # rows of the current result sent so far
@@ -654,6 +657,16 @@ class ProxyConnection:
             return portal.returned > limit
         return False
 
+    def _copy_over_limit(self, head: _QueryCtx, body: memoryview) -> bool:
+        """Count one CopyData of a COPY OUT as a row (one row per message, as PostgreSQL sends them; a csv
+        header line and binary COPY's trailer are not rows); True when it is past ``max_rows``."""
+        if head.copy_skip:
+            head.copy_skip -= 1
+            return False
+        if head.copy_binary and len(body) == 2 and body[0] == 0xFF and body[1] == 0xFF:
+            return False  # the trailer (a field count of -1): the client needs it to end the data
+        return self._over_limit(head, head.limit)  # type: ignore[arg-type]
+
     @staticmethod
     def _truncated(head: object, body: memoryview, forward: bool | bytes) -> bool | bytes:
         """The CommandComplete of a result cut at max_rows: a notice saying so, and the tag's count made the
@@ -670,7 +683,7 @@ class ProxyConnection:
             return forward
         tag = bytes(body).rstrip(b"\0").decode("utf-8", "replace")
         verb, _, count = tag.rpartition(" ")
-        if verb in ("SELECT", "FETCH", "MOVE") and count.isdigit():
+        if verb in ("SELECT", "FETCH", "MOVE", "COPY") and count.isdigit():
             tag = f"{verb} {limit}"
         notice = m.notice("WARNING", "01000", f"pgwarden: the result was cut at {limit} rows (the rule's "
                           "max_rows); the rest was not sent",
@@ -723,6 +736,8 @@ class ProxyConnection:
         elif kind == _COPY_OUT:
             forward = self._copy_out(head, decode_backend(kind, body), forward)  # type: ignore[arg-type]
         elif kind == _COPY_DATA:
+            if forward and type(head) is _QueryCtx and head.limit is not None and self._copy_over_limit(head, body):
+                return False, step.emit  # past the rule's max_rows (CommandComplete then says so)
             if forward and self.engine.detector is not None:
                 line = bytes(body).decode("utf-8", "replace")
                 clean = self.engine.detector.redact(line)
@@ -833,6 +848,10 @@ class ProxyConnection:
                                        "is not allowed", hint="use COPY … TO STDOUT in text or csv format"))
                 return False
             head.copy = True
+            head.copy_binary = msg.format != 0
+            index = head.index
+            head.copy_skip = int(not head.copy_binary and any(
+                e.index == index and e.copy_header for e in head.verdict.effects))
             head.tap = _Tap(self.engine, ["copy"], False)
             head.tap.digest = None
             return forward
