@@ -34,6 +34,7 @@ CASES = [
     "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'customers'",
     "SELECT pg_read_file('/etc/passwd')",
     "WITH d AS (DELETE FROM orders RETURNING id) SELECT count(*) FROM d",
+    "SELECT g FROM generate_series(1, 5000) g",  # cut at the rule's max_rows through either door
 ]
 
 
