@@ -107,7 +107,8 @@ def start_pgwarden(work: Path, dsn: str, *, masked: bool, digest: bool,
                      "algorithms": ["ES256"]},
         "rules": [{"name": "bench", "match": {"groups": ["bench"]}, "target": "main",
                    "statements": {"allow": ["read"]}, "schemas": {"allow": ["public"]},
-                   "max_rows": None}],  # the streaming run reads 10⁶ rows through the proxy
+                   # the streaming run reads 10⁶ rows through the proxy, for longer than the default timeout
+                   "max_rows": None, "statement_timeout": 600_000}],
         "masking": {"columns": [{"column": "public.stream_rows.card", "strategy": "keep_last", "keep": 4}]
                     if masked else []},
         "audit": {"journal_dir": str(work / "journal"), "fsync": "batch", "journal_enabled": journal},
