@@ -147,3 +147,24 @@ def test_binary_copy_out_is_cut_and_keeps_its_trailer(cases_db_module: str, tmp_
             assert conn.execute("SELECT 7").fetchone() == (7,)
     finally:
         p.close()
+
+
+def test_asyncpg_copy_from_query_is_cut(proxy: RunningProxy, keys: Keys) -> None:
+    asyncpg = pytest.importorskip("asyncpg")
+    import io
+
+    async def run() -> tuple[str, list[bytes]]:
+        conn = await asyncpg.connect(host="127.0.0.1", port=proxy.port, user="agent", database="main",
+                                     password=keys.token(), ssl=False)
+        try:
+            out = io.BytesIO()
+            status = await conn.copy_from_query("SELECT g FROM generate_series(1, 4000) g", output=out,
+                                                format="csv", header=True)
+            assert await conn.fetchval("SELECT 7") == 7
+            return status, out.getvalue().splitlines()
+        finally:
+            await conn.close()
+
+    status, lines = asyncio.run(run())
+    assert status == f"COPY {LIMIT}"
+    assert lines[0] == b"g" and lines[1:] == [str(i).encode() for i in range(1, LIMIT + 1)]
