@@ -182,18 +182,21 @@ def test_loopback_decision(address: str, loopback: bool) -> None:
 
 
 def _dual_stack() -> bool:
+    """Whether an IPv6 listener on :: here also accepts IPv4 clients (IPv6 present, bindv6only off)."""
     try:
-        with socket.create_server(("::", 0)):
+        with socket.create_server(("::", 0)) as server, \
+                socket.create_connection(("127.0.0.1", server.getsockname()[1]), timeout=2):
             return True
     except OSError:
         return False
 
 
 @pytest.mark.skipif(not _dual_stack(), reason="this machine has no IPv6 socket to listen on")
-def test_ipv4_loopback_client_of_a_dual_stack_listener_may_send_a_token(cases_db_module: str, wire_dir: Path,
+def test_ipv4_loopback_client_of_a_dual_stack_listener_may_send_a_token(cases_db_module: str, tmp_path: Path,
                                                                          keys: Keys) -> None:
     # On "[::]:port" an IPv4 client's address arrives as ::ffff:127.0.0.1: still loopback.
-    p = RunningProxy(config_data(cases_db_module, wire_dir, keys, proxy={"listen": "[::]:0"}), wire_dir)
+    # (its own journal and approvals store: the module's proxy keeps writing to wire_dir's)
+    p = RunningProxy(config_data(cases_db_module, tmp_path, keys, proxy={"listen": "[::]:0"}), tmp_path)
     try:
         with psycopg.connect(p.dsn(keys.token()), autocommit=True) as conn:
             assert conn.execute("SELECT 7").fetchone() == (7,)
