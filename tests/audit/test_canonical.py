@@ -9,6 +9,7 @@ keys, floats and tuples, which must leave the fast path and still come out as th
 from __future__ import annotations
 
 import hashlib
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -142,17 +143,38 @@ def test_what_leaves_the_fast_path() -> None:
 @given(st.lists(st.lists(st.one_of(st.none(), valid_texts), max_size=6), max_size=6),
        st.lists(valid_texts, max_size=4))
 def test_the_result_digest_follows_its_encoding(rows: list[list[str | None]], columns: list[str]) -> None:
-    """``update``/``update_many`` (unrolled for speed) hash exactly the bytes the module docstring gives."""
+    """``update``/``update_many`` hash exactly the bytes the module docstring gives, in both versions, and
+    version 2's ``update_wire`` over the DataRow messages a server would send gives the same digest."""
     h = hashlib.sha256(b"pgwarden.result.v1\n")
     h.update(b"C" + _U32.pack(len(columns)) + b"".join(_value(c) for c in columns))
     for row in rows:
         h.update(b"R" + _U32.pack(len(row)) + b"".join(_value(v) for v in row))
     h.update(b"E" + _U64.pack(len(rows)))
-    one, many = ResultDigest(columns), ResultDigest(columns)
+    one, many = ResultDigest(columns, 1), ResultDigest(columns, 1)
     for row in rows:
         one.update(row)
     many.update_many(rows)
     assert one.hexdigest() == many.hexdigest() == h.hexdigest()
+
+    def data_row(row: list[str | None]) -> bytes:
+        body = struct.pack(">h", len(row)) + b"".join(
+            struct.pack(">i", -1) if v is None else struct.pack(">i", len(v.encode())) + v.encode() for v in row)
+        return b"D" + struct.pack(">i", len(body) + 4) + body
+
+    wire = b"".join(data_row(r) for r in rows)
+    h = hashlib.sha256(b"pgwarden.result.v2\n")
+    h.update(b"C" + _U32.pack(len(columns)) + b"".join(_value(c) for c in columns))
+    h.update(wire + b"E" + _U64.pack(len(rows)))
+    one, many, raw, halves = (ResultDigest(columns) for _ in range(4))
+    for row in rows:
+        one.update(row)
+    many.update_many(rows)
+    raw.update_wire(memoryview(wire), len(rows))
+    cut = len(data_row(rows[0])) if rows else 0
+    halves.update_wire(wire[:cut], 1 if rows else 0)
+    halves.update_wire(bytearray(wire[cut:]), max(len(rows) - 1, 0))
+    assert one.hexdigest() == many.hexdigest() == raw.hexdigest() == halves.hexdigest() == h.hexdigest()
+    assert one.version == 2
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -117,7 +117,15 @@ def test_digest_encoding_is_unambiguous() -> None:
                + b"R" + (1).to_bytes(4, "big") + b"S" + (1).to_bytes(8, "big") + b"1"
                + b"R" + (1).to_bytes(4, "big") + b"N"
                + b"E" + (2).to_bytes(8, "big"))
+    assert result_digest(["id"], [["1"], [None]], version=1) == hashlib.sha256(by_hand).hexdigest()
+    # version 2 (what new records use): each row is the DataRow message PostgreSQL sends in text format
+    by_hand = (b"pgwarden.result.v2\n" + b"C" + (1).to_bytes(4, "big") + b"S" + (2).to_bytes(8, "big") + b"id"
+               + b"D" + (11).to_bytes(4, "big") + (1).to_bytes(2, "big") + (1).to_bytes(4, "big") + b"1"
+               + b"D" + (10).to_bytes(4, "big") + (1).to_bytes(2, "big") + b"\xff\xff\xff\xff"
+               + b"E" + (2).to_bytes(8, "big"))
     assert result_digest(["id"], [["1"], [None]]) == hashlib.sha256(by_hand).hexdigest()
+    with pytest.raises(ValueError, match="unknown result digest version"):
+        ResultDigest(["id"], version=3)
 
 
 def _cli(*argv: str) -> tuple[int, str]:

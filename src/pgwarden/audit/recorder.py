@@ -40,7 +40,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from . import schema
 from ._records import NOT_READY, NotCanonical, json_value, ready_value
 from .config import AuditSettings
-from .digest import ResultDigest
+from .digest import DIGEST_VERSION, ResultDigest
 from .journal import Journal, JournalSpanProcessor, JournalUnavailable
 
 __all__ = ["AuditRecorder", "AuditSession", "StatementRecord"]
@@ -205,7 +205,12 @@ class StatementRecord:
         attrs[schema.RESULT_SAMPLE_TRUNCATED] = row_count > len(sample)
         attrs[schema.DB_RETURNED_ROWS] = int(row_count)
         if digest is not None:
-            attrs[schema.RESULT_SHA256] = digest.hexdigest() if isinstance(digest, ResultDigest) else str(digest)
+            if isinstance(digest, ResultDigest):
+                attrs[schema.RESULT_SHA256] = digest.hexdigest()
+                attrs[schema.RESULT_DIGEST_VERSION] = digest.version
+            else:  # a hex digest computed by result_digest(), of the version it defaults to
+                attrs[schema.RESULT_SHA256] = str(digest)
+                attrs[schema.RESULT_DIGEST_VERSION] = DIGEST_VERSION
 
     def error(self, sqlstate: str, message: str) -> None:
         """The statement failed (upstream or in pgwarden): its SQLSTATE and a (redacted) message."""

@@ -127,6 +127,7 @@ class StatementStep:
     sample_truncated: bool
     row_count: int | None
     digest: str | None
+    digest_version: int  # the encoding of ``digest`` (pgwarden.audit.digest)
     status: str  # "ok" | "error"
     sqlstate: str | None
     error: str | None
@@ -184,6 +185,7 @@ def _step(index: int, rec: SpanRecord) -> StatementStep:
         sample_truncated=bool(a.get(schema.RESULT_SAMPLE_TRUNCATED, False)),
         row_count=a.get(schema.DB_RETURNED_ROWS),
         digest=a.get(schema.RESULT_SHA256),
+        digest_version=int(a.get(schema.RESULT_DIGEST_VERSION, 1)),
         status="error" if status.get("code") == "ERROR" else "ok",
         sqlstate=a.get(schema.DB_STATUS_CODE),
         error=a.get(schema.ERROR_MESSAGE) or (status.get("description") if status.get("code") == "ERROR" else None),
@@ -380,10 +382,10 @@ async def areplay(
             continue
         columns, rows = result
         rows = [list(r) for r in rows]
-        digest = ResultDigest(list(columns))
         try:
+            digest = ResultDigest(list(columns), step.digest_version)
             digest.update_many(rows)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             out.status, out.reason = "error", str(exc)
             continue
         out.fresh_digest, out.fresh_rows = digest.hexdigest(), len(rows)

@@ -44,6 +44,7 @@ APPROVER = "pgwarden.approval.approver"
 APPROVAL_WAIT_MS = "pgwarden.approval.wait_ms"
 RESULT_SAMPLE = "pgwarden.result.sample"  # capped, already masked
 RESULT_SHA256 = "pgwarden.result.sha256"  # digest of the whole masked result
+RESULT_DIGEST_VERSION = "pgwarden.result.digest_version"  # its encoding (audit/digest.py); absent: 1
 
 RECORD = "pgwarden.record"  # "session" | "statement" | "journal_failure": what a span is, whatever its name
 SESSION_ID = "pgwarden.session.id"  # on the session span and on each of its statements
@@ -75,13 +76,14 @@ STATEMENT_ATTRIBUTES = (
 STATEMENT_OPTIONAL_ATTRIBUTES = (
     DB_NAMESPACE, DB_OPERATION_NAME, DB_COLLECTION_NAME, DB_QUERY_SUMMARY, DB_RETURNED_ROWS, DB_STATUS_CODE,
     ERROR_TYPE, ERROR_MESSAGE, RULE, UPSTREAM_TEXT, APPROVAL_ID, APPROVER, APPROVAL_DECISION, APPROVAL_WAIT_MS,
-    RESULT_COLUMNS, RESULT_SAMPLE, RESULT_SAMPLE_TRUNCATED, RESULT_SHA256, JOURNAL_FAILURE,
+    RESULT_COLUMNS, RESULT_SAMPLE, RESULT_SAMPLE_TRUNCATED, RESULT_SHA256, RESULT_DIGEST_VERSION,
+    JOURNAL_FAILURE,
 )
 # Attribute values that are identifiers or digests, never free text: the only strings not passed through
 # the engine's redact function (a detector for keys could otherwise eat a hex digest).
 STRUCTURAL_ATTRIBUTES = frozenset({
-    RECORD, SESSION_ID, DB_SYSTEM_NAME, DB_STATUS_CODE, ERROR_TYPE, QUERY_SHA256, RESULT_SHA256, DECISION,
-    RULE, POLICY_VERSION, REASON_CODES, CHANNEL, AUTH_METHOD, APPROVAL_ID, APPROVAL_DECISION,
+    RECORD, SESSION_ID, DB_SYSTEM_NAME, DB_STATUS_CODE, ERROR_TYPE, QUERY_SHA256, RESULT_SHA256,
+    RESULT_DIGEST_VERSION, DECISION, RULE, POLICY_VERSION, REASON_CODES, CHANNEL, AUTH_METHOD, APPROVAL_ID, APPROVAL_DECISION,
     JOURNAL_FAILURE, JOURNAL_FAILURE_SPAN_ID, MASKED_COLUMNS, DB_OPERATION_NAME,
 })
 

@@ -283,10 +283,57 @@ def _merge(findings: list[Finding]) -> list[Finding]:
     return merged
 
 
+# --- the raw gate ------------------------------------------------------------
+#
+# Where in raw bytes a finding could be: the UTF-8 (or any ASCII-compatible) form of a value, or a
+# whole run of DataRow messages holding many values. Every pattern above matches ASCII characters
+# only (classes such as [0-9] and [A-Z] are literal ranges, the literals are ASCII), and decoding
+# maps ASCII bytes to the same characters and every other byte (or sequence) to non-ASCII
+# characters, so a finding in a decoded value is also, in the value's bytes, a match of its kind's
+# probe below, and so in any bytes that contain them. The probes over-approximate (they skip the
+# checksums, the plausibility rules and the lookarounds, and may match across two values): no probe
+# match proves nothing is found; a match only says "read the values around here".
+#
+# The probes read the bytes as classes (_CLASSES: an ASCII digit is "0", a space or "-" is " ", a
+# capital is "A", anything else "x") so that each is a literal, which bytes.find and re find with a
+# fast scan instead of trying a character class at every position:
+#
+# card   — find_cards runs only where _CARD_GATE matches: four digits, then nine more or a
+#          separator and three — "0000" then "000000000" or " 000" in classes;
+# ssn    — _SSN must match: "000 00 0000" in classes (a space also stands for "-");
+# iban   — _IBAN starts with two capitals and two digits: "AA00" in classes;
+# email  — a finding holds its "@";
+# secret — each alternative of _SECRET holds one of: "_live_", "_test_", "gh" [pousr] "_",
+#          "github_pat_", "xox", "eyJ", or four capitals ("AKIA", "ASIA", the "BEGIN" of a PEM block:
+#          "AAAA" in classes).
+#
+# A match can hide another only by overlapping it (finditer resumes where a match ends), so every
+# finding lies in or overlaps a reported span.
+_CLASSES = bytes(48 if 48 <= c <= 57 else 32 if c in (32, 45) else 65 if 65 <= c <= 90 else 120
+                 for c in range(256))
+_ON_CLASSES, _ON_RAW = True, False
+# (read the classes?, literals one of which any match holds — the cheap test —, the probe)
+_PROBES: dict[DetectorKind, tuple[tuple[bool, tuple[bytes, ...], re.Pattern[bytes]], ...]] = {
+    DetectorKind.CARD: ((_ON_CLASSES, (b"0000000000000", b"0000 000"), re.compile(rb"0000(?:0{9}| 000)")),),
+    DetectorKind.SSN: ((_ON_CLASSES, (b"000 00 0000",), re.compile(rb"000 00 0000")),),
+    DetectorKind.IBAN: ((_ON_CLASSES, (b"AA00",), re.compile(rb"AA00")),),
+    DetectorKind.EMAIL: ((_ON_RAW, (b"@",), re.compile(rb"@")),),
+    DetectorKind.SECRET_KEY: (
+        (_ON_RAW, (b"_live_",), re.compile(rb"_live_")),
+        (_ON_RAW, (b"_test_",), re.compile(rb"_test_")),
+        (_ON_RAW, (b"gh",), re.compile(rb"gh[pousr]_")),
+        (_ON_RAW, (b"github_pat_",), re.compile(rb"github_pat_")),
+        (_ON_RAW, (b"xox",), re.compile(rb"xox")),
+        (_ON_RAW, (b"eyJ",), re.compile(rb"eyJ")),
+        (_ON_CLASSES, (b"AAAA",), re.compile(rb"AAAA")),
+    ),
+}
+
+
 class Detector:
     """Finds sensitive values of the chosen kinds in text. Build once, call per value."""
 
-    __slots__ = ("_card", "_email", "_iban", "_numeric", "_secret", "_ssn", "kinds")
+    __slots__ = ("_card", "_classes", "_email", "_iban", "_numeric", "_probes", "_secret", "_ssn", "kinds")
 
     def __init__(self, kinds: Iterable[DetectorKind | str] = tuple(DetectorKind)) -> None:
         self.kinds: frozenset[DetectorKind] = frozenset(DetectorKind(k) for k in kinds)
@@ -296,6 +343,8 @@ class Detector:
         self._email = DetectorKind.EMAIL in self.kinds
         self._secret = DetectorKind.SECRET_KEY in self.kinds
         self._numeric = self._card or self._ssn or self._iban
+        self._probes = tuple(p for k in DetectorKind if k in self.kinds for p in _PROBES[k])
+        self._classes = any(on_classes for on_classes, _, _ in self._probes)
 
     def find(self, text: str) -> list[Finding]:
         """Non-overlapping findings in ``text``, ordered by position."""
@@ -315,6 +364,22 @@ class Detector:
         if self._secret and _secret_hint(text):
             _find_secrets(text, out)
         return _merge(out)
+
+    def raw_hits(self, data: bytes | bytearray | memoryview, start: int = 0,
+                 end: int | None = None) -> list[tuple[int, int]]:
+        """Spans of ``data[start:end]`` (offsets into ``data``) where a finding could be, in no order:
+        every finding of a value whose bytes lie in that range lies in or overlaps one of them, so an
+        empty list proves there is none (see "the raw gate" above)."""
+        if not self._probes:
+            return []
+        raw = bytes(data[start:end])
+        classes = raw.translate(_CLASSES) if self._classes else b""
+        out: list[tuple[int, int]] = []
+        for on_classes, literals, pattern in self._probes:
+            text = classes if on_classes else raw
+            if any(lit in text for lit in literals):
+                out.extend((start + m.start(), start + m.end()) for m in pattern.finditer(text))
+        return out
 
     def contains(self, text: str) -> bool:
         return bool(self.find(text))

@@ -8,7 +8,9 @@ analysis planned, so it is withheld whole — or a screen whose :meth:`~ResultSc
 one row of raw values (bytes in PostgreSQL's text form, or None for NULL) and returns the
 values the client may receive: any mask the plan still applies to outputs, then the content
 detectors over text. ``passthrough`` is true when nothing applies, so a relay may forward
-DataRow bytes untouched. :func:`screen_text` does the same for error and notice fields: a
+DataRow bytes untouched; ``gated`` is true when only the detectors apply, and then a row in whose
+raw bytes ``raw_hits`` finds nothing comes out of ``row`` unchanged and may be forwarded untouched
+too. :func:`screen_text` does the same for error and notice fields: a
 statement that reads masked columns loses their text (PostgreSQL quotes values in errors:
 ``invalid input syntax for type bigint: "4111…"``), everything else goes through the detectors.
 
@@ -64,7 +66,8 @@ class ColumnInfo:
 class ResultScreen:
     """The per-row screen of one result (see the module docstring)."""
 
-    __slots__ = ("_detect", "_detector", "_maskers", "column_names", "masked_positions", "passthrough")
+    __slots__ = ("_detect", "_detector", "_maskers", "column_names", "gated", "masked_positions", "passthrough",
+                 "raw_hits")
 
     def __init__(self, column_names: tuple[str, ...], maskers: tuple[Masker | None, ...],
                  detect: tuple[bool, ...], detector: Detector | None) -> None:
@@ -74,6 +77,10 @@ class ResultScreen:
         self._detector = detector
         self.masked_positions = tuple(i for i, m in enumerate(maskers) if m is not None)
         self.passthrough = not self.masked_positions and not any(detect)
+        # Only detectors read values: a row whose bytes ``raw_hits`` (Detector.raw_hits) finds nothing in
+        # comes out of ``row`` unchanged, so a door may forward it as it came without decoding it
+        self.gated = not self.masked_positions
+        self.raw_hits = detector.raw_hits if detector is not None else None
 
     @classmethod
     def build(cls, plan: StatementPlan | None, columns: Sequence[ColumnInfo], *, detector: Detector | None,

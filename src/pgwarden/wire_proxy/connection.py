@@ -24,6 +24,7 @@ closed — written to the journal — before its CommandComplete is released.
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -152,20 +153,32 @@ class _Tap:
         if self.digest is not None:
             self.digest.update(row)
 
-    def add_payload(self, payload: bytes | memoryview) -> None:
-        if self.digest is None and len(self.sample) >= self.sample_rows:
-            self.rows += 1
+    def add_run(self, view: memoryview, rows: Sequence[tuple[int, int, int]]) -> None:
+        """``rows``, contiguous DataRow messages of ``view`` the client receives as they came: counted,
+        sampled while the sample has room, and digested as raw bytes in one call (digest version 2)."""
+        n = len(rows)
+        if not n:
             return
-        if not self.text:
-            self.add(m.DataRow(bytes(payload)).values())
-            return
-        # the same row as add(DataRow(payload).values()) gives, read straight from the payload
-        self.rows += 1
-        row = _text_values(payload)
-        if len(self.sample) < self.sample_rows:
-            self.sample.append(row)
+        room = self.sample_rows - len(self.sample)
+        if room > 0:
+            for _, start, end in rows[:room]:
+                if self.text:
+                    self.sample.append(_text_values(view[start + 5:end]))
+                else:
+                    self.sample.append([None if v is None else "<binary>"
+                                        for v in m.DataRow(bytes(view[start + 5:end])).values()])
+        self.rows += n
         if self.digest is not None:
-            self.digest.update(row)
+            self.digest.update_wire(view[rows[0][1]:rows[-1][2]], n)
+
+    def add_changed(self, values: Sequence[bytes | None], message: bytes) -> None:
+        """One row the screen changed: ``values`` as sent, ``message`` the DataRow that carried them."""
+        self.rows += 1
+        if len(self.sample) < self.sample_rows:
+            self.sample.append([None if v is None else (bytes(v).decode("utf-8", "replace") if self.text
+                                                        else "<binary>") for v in values])
+        if self.digest is not None:
+            self.digest.update_wire(message, 1)
 
 
 def _text_values(data: bytes | memoryview) -> list[str | None]:
@@ -573,17 +586,14 @@ class ProxyConnection:
         run = -1  # start of a run of bytes forwarded untouched
         ctxq = self._ctx
         q = self.queue
+        nspans = len(spans)
+        i = 0
         try:
-            for kind, start, end in spans:
+            while i < nspans:
+                kind, start, end = spans[i]
+                i += 1
                 head = ctxq[0] if ctxq else None
                 if kind == _ROW and not self._withholding:
-                    limit = getattr(head, "limit", None)
-                    if limit is not None and self._over_limit(head, limit):
-                        # past the rule's max_rows: not sent (CommandComplete then says so, see _complete)
-                        if run >= 0:
-                            out.append(bytes(view[run:start]))
-                            run = -1
-                        continue
                     # the hot path: rows of a result whose screen lets them through as they are
                     tap: _Tap | None
                     if type(head) is _ExecCtx:
@@ -597,14 +607,35 @@ class ProxyConnection:
                         tap = head.tap
                     else:
                         screen = tap = None
+                    if screen is not None and (screen.passthrough or screen.gated):
+                        # the run of DataRows that follows, taken together: counted against max_rows,
+                        # gated, digested and forwarded in runs of bytes, each value read only in a row
+                        # the detectors' raw gate hits
+                        first = i - 1
+                        while i < nspans and spans[i][0] == _ROW:
+                            i += 1
+                        count = i - first
+                        sent = count
+                        limit = head.limit  # type: ignore[union-attr]
+                        if limit is not None:
+                            sent = max(0, min(count, limit - self._returned(head, count)))
+                        if sent:
+                            run = self._forward_rows(buf, view, spans, first, first + sent, screen, tap, run, out)
+                        if sent < count and run >= 0:
+                            # past the rule's max_rows: not sent (CommandComplete then says so, see _complete)
+                            out.append(bytes(view[run:spans[first + sent][1]]))
+                            run = -1
+                        continue
+                    limit = getattr(head, "limit", None)
+                    if limit is not None and self._over_limit(head, limit):
+                        # past the rule's max_rows: not sent (CommandComplete then says so, see _complete)
+                        if run >= 0:
+                            out.append(bytes(view[run:start]))
+                            run = -1
+                        continue
                     if screen is not None:
-                        if screen.passthrough:
-                            if tap is not None:
-                                tap.add_payload(view[start + 5:end])
-                            if run < 0:
-                                run = start
-                            continue
-                        # screened: masked / detected values replaced; a row the screen left alone
+                        # screened (masks applied at the output): masked / detected values replaced; a row
+                        # the screen left alone
                         # stays in the run of bytes forwarded as they came
                         values = m.DataRow(bytes(view[start + 5:end])).values()
                         clean = screen.row(values)
@@ -644,6 +675,60 @@ class ProxyConnection:
         finally:
             view.release()
         del buf[:consumed]
+
+    @staticmethod
+    def _returned(head: object, count: int) -> int:
+        """Count ``count`` more rows of ``head``'s result; the number counted before them."""
+        if type(head) is _QueryCtx:
+            before = head.returned
+            head.returned = before + count
+            return before
+        portal = head.portal  # type: ignore[attr-defined]
+        before = portal.returned
+        portal.returned = before + count
+        return before
+
+    def _forward_rows(self, buf: bytearray, view: memoryview, spans: list[tuple[int, int, int]], lo: int, hi: int,
+                      screen: ResultScreen, tap: _Tap | None, run: int, out: list[bytes]) -> int:
+        """Send the DataRows ``spans[lo:hi]`` (contiguous) through a passthrough or gated screen; returns
+        the start of the run of untouched bytes still open (or -1)."""
+        raw_hits = None if screen.passthrough else screen.raw_hits
+        hits: list[int] = []
+        if raw_hits is not None:
+            spots = raw_hits(buf, spans[lo][1], spans[hi - 1][2])
+            if spots:
+                # every row a spot lies in or runs into is read value by value (policy/detectors.py,
+                # "the raw gate": no finding lies outside the spots)
+                starts = [sp[1] for sp in spans[lo:hi]]
+                flagged: set[int] = set()
+                for a, b in spots:
+                    flagged.update(range(lo + bisect_right(starts, a) - 1, lo + bisect_right(starts, b - 1)))
+                hits = sorted(flagged)
+        seg = lo  # first row of the current stretch of rows forwarded as they came
+        for k in hits:
+            start, end = spans[k][1], spans[k][2]
+            values = m.DataRow(bytes(view[start + 5:end])).values()
+            clean = screen.row(values)
+            if all(c is v for c, v in zip(clean, values, strict=True)):
+                continue
+            if tap is not None:
+                tap.add_run(view, spans[seg:k])
+            if run < 0 and seg < k:
+                run = spans[seg][1]
+            if run >= 0:  # what came before this row, as it came
+                out.append(bytes(view[run:start]))
+                run = -1
+            encoded = encode(m.DataRow.from_values(clean))
+            out.append(encoded)
+            if tap is not None:
+                tap.add_changed(clean, encoded)
+            seg = k + 1
+        if seg < hi:
+            if tap is not None:
+                tap.add_run(view, spans[seg:hi])
+            if run < 0:
+                run = spans[seg][1]
+        return run
 
     @staticmethod
     def _over_limit(head: object, limit: int) -> bool:
@@ -738,9 +823,11 @@ class ProxyConnection:
         elif kind == _COPY_DATA:
             if forward and type(head) is _QueryCtx and head.limit is not None and self._copy_over_limit(head, body):
                 return False, step.emit  # past the rule's max_rows (CommandComplete then says so)
-            if forward and self.engine.detector is not None:
+            detector = self.engine.detector
+            # a line the raw gate misses holds nothing the detectors find (policy/detectors.py)
+            if forward and detector is not None and detector.raw_hits(body):
                 line = bytes(body).decode("utf-8", "replace")
-                clean = self.engine.detector.redact(line)
+                clean = detector.redact(line)
                 if clean != line:
                     forward = encode(m.CopyData(clean.encode()))
             if type(head) is _QueryCtx and head.tap is not None:

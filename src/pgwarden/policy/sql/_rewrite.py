@@ -129,7 +129,17 @@ def mask_expression(col: str, type_name: str, strategy: MaskStrategy, *, keep: i
         else:
             pattern = "[^- ]" + (f"(?:[- ]*[^- ]){{{keep - 1}}}" if keep > 1 else "") + "[- ]*$"
             tail = f"pg_catalog.substring({t}, '{pattern}')"
-            body = (f"CASE WHEN pg_catalog.int4gt(pg_catalog.length(pg_catalog.translate({t}, '- ', '')), "
+            # The common case first, as masking.py's _keep_last_text takes it: longer than ``keep`` and
+            # no separator among the last keep + 1 characters — stars, then the last ``keep`` as they
+            # are; two regular expressions per row otherwise (PostgreSQL evaluates each occurrence of
+            # ``t``, and the regex path cost a 10⁶-row read about a third of its speed).
+            last = f"pg_catalog.\"right\"({t}, {keep + 1})"
+            fast = (f"pg_catalog.int4gt(pg_catalog.length({t}), {keep}) AND "
+                    f"pg_catalog.int4eq(pg_catalog.strpos({last}, '-'), 0) AND "
+                    f"pg_catalog.int4eq(pg_catalog.strpos({last}, ' '), 0)")
+            body = (f"CASE WHEN {fast} THEN pg_catalog.textcat(pg_catalog.repeat('*', pg_catalog.int4mi("
+                    f"pg_catalog.length({t}), {keep})), pg_catalog.\"right\"({t}, {keep})) "
+                    f"WHEN pg_catalog.int4gt(pg_catalog.length(pg_catalog.translate({t}, '- ', '')), "
                     f"{keep}) THEN pg_catalog.textcat(pg_catalog.repeat('*', pg_catalog.int4mi("
                     f"pg_catalog.length({t}), pg_catalog.length({tail}))), {tail}) ELSE {stars} END")
     else:  # EMAIL_DOMAIN
