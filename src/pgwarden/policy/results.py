@@ -14,12 +14,18 @@ too. :func:`screen_text` does the same for error and notice fields: a
 statement that reads masked columns loses their text (PostgreSQL quotes values in errors:
 ``invalid input syntax for type bigint: "4111…"``), everything else goes through the detectors.
 
-Binary-format columns are refused whenever anything would have to look at them: a detector
-cannot read a binary value, and a masker must not guess its layout.
+Binary format. A column the detectors read may come in binary format when its binary form can be
+read exactly as the text PostgreSQL would have sent (:data:`_BINARY_TEXT`): the text types, whose
+binary form *is* their text, json, jsonb (a version byte, then the text), int8 and numeric (decoded
+to their text form). A redacted text value goes back in the same binary form; a finding in an int8
+or numeric value cannot be written back in binary, so the result is withheld
+(:class:`ValueWithheld`), as a text-format client would have failed to parse the redaction. Any
+other binary column that needs screening is refused, and a masker never reads binary values.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,7 +34,7 @@ from pgwarden.errors import PgwardenError
 from .detectors import Detector
 from .verdict import MaskAction, StatementPlan
 
-__all__ = ["ColumnInfo", "ResultScreen", "ResultShapeMismatch", "screen_error_fields", "screen_text"]
+__all__ = ["ColumnInfo", "ResultScreen", "ResultShapeMismatch", "ValueWithheld", "screen_error_fields", "screen_text"]
 
 Masker = Callable[[object], "str | None"]
 
@@ -42,13 +48,81 @@ _PLAIN_OIDS = frozenset({
 })
 
 
+class ValueWithheld(PgwardenError):
+    """A value holds what the content detectors mask, in a binary form the redaction cannot be written in."""
+
+    sqlstate = "22000"
+
+    def __init__(self, column: int, name: str) -> None:
+        super().__init__("value_withheld", f"pgwarden: column {column} ({name!r}) holds a value the content "
+                         "detectors mask, which cannot be written in binary format; the result is withheld",
+                         hint="request this column in text format, or cast it to text")
+
+
+def _numeric_text(data: bytes) -> str:
+    """numeric's binary form (numeric_send) as numeric_out writes it."""
+    if len(data) < 8:
+        raise ValueError("numeric: short value")
+    ndigits, weight, sign, dscale = _NUMERIC_HEAD.unpack_from(data)
+    if sign == 0xC000:
+        return "NaN"
+    if sign == 0xD000:
+        return "Infinity"
+    if sign == 0xF000:
+        return "-Infinity"
+    if sign not in (0, 0x4000) or ndigits < 0 or len(data) != 8 + 2 * ndigits:
+        raise ValueError("numeric: malformed value")
+    digits = struct.unpack_from(f"!{ndigits}H", data, 8)
+    if any(d > 9999 for d in digits):
+        raise ValueError("numeric: digit out of range")
+
+    def group(j: int) -> int:
+        return digits[j] if 0 <= j < ndigits else 0
+
+    if weight >= 0:
+        whole = str(group(0)) + "".join(f"{group(j):04d}" for j in range(1, weight + 1))
+    else:
+        whole = "0"
+    text = whole
+    if dscale > 0:
+        text += "." + "".join(f"{group(j):04d}" for j in range(weight + 1, weight + 1 + (dscale + 3) // 4))[:dscale]
+    return "-" + text if sign == 0x4000 else text
+
+
+def _utf8(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _jsonb_text(data: bytes) -> str:
+    if not data or data[0] != 1:
+        raise ValueError("jsonb: unknown binary version")
+    return data[1:].decode("utf-8", errors="replace")
+
+
+def _int8_text(data: bytes) -> str:
+    if len(data) != 8:
+        raise ValueError("int8: not 8 bytes")
+    return str(int.from_bytes(data, "big", signed=True))
+
+
+_NUMERIC_HEAD = struct.Struct("!hhHH")
+# type OID → (binary bytes → the text PostgreSQL would send, text → binary again or None when it cannot be,
+# whether the text's UTF-8 bytes appear in the binary form as they are — the raw gate's premise)
+_BINARY_TEXT: dict[int, tuple[Callable[[bytes], str], Callable[[str], bytes] | None, bool]] = {
+    **{oid: (_utf8, str.encode, True) for oid in (25, 1043, 1042, 19, 18, 705, 114)},
+    3802: (_jsonb_text, lambda t: b"\x01" + t.encode(), True),
+    20: (_int8_text, None, False),
+    1700: (_numeric_text, None, False),
+}
+
+
 class ResultShapeMismatch(PgwardenError):
     """PostgreSQL returned a result the analysis did not predict: it is withheld whole."""
 
     sqlstate = "XX000"
 
-    def __init__(self, message: str) -> None:
-        super().__init__("result_shape_mismatch", message + "; the result is withheld", hint=(
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__("result_shape_mismatch", message + "; the result is withheld", hint=hint or (
             "send the statement with explicit column lists, or report it to the gateway's administrators"))
 
 
@@ -66,20 +140,25 @@ class ColumnInfo:
 class ResultScreen:
     """The per-row screen of one result (see the module docstring)."""
 
-    __slots__ = ("_detect", "_detector", "_maskers", "column_names", "gated", "masked_positions", "passthrough",
-                 "raw_hits")
+    __slots__ = ("_binary", "_detect", "_detector", "_maskers", "column_names", "gated", "masked_positions",
+                 "passthrough", "raw_hits")
 
     def __init__(self, column_names: tuple[str, ...], maskers: tuple[Masker | None, ...],
-                 detect: tuple[bool, ...], detector: Detector | None) -> None:
+                 detect: tuple[bool, ...], detector: Detector | None,
+                 binary: tuple[tuple[Callable[[bytes], str], Callable[[str], bytes] | None, bool] | None, ...]
+                 | None = None) -> None:
         self.column_names = column_names
         self._maskers = maskers
         self._detect = detect
         self._detector = detector
+        self._binary = binary or (None,) * len(column_names)  # per column: how to read its binary form
         self.masked_positions = tuple(i for i, m in enumerate(maskers) if m is not None)
         self.passthrough = not self.masked_positions and not any(detect)
         # Only detectors read values: a row whose bytes ``raw_hits`` (Detector.raw_hits) finds nothing in
-        # comes out of ``row`` unchanged, so a door may forward it as it came without decoding it
-        self.gated = not self.masked_positions
+        # comes out of ``row`` unchanged, so a door may forward it as it came without decoding it — as long
+        # as every value the detectors read carries its text's bytes as they are (not an int8 in binary)
+        self.gated = not self.masked_positions and all(
+            b is None or b[2] for b, d in zip(self._binary, detect, strict=True) if d)
         self.raw_hits = detector.raw_hits if detector is not None else None
 
     @classmethod
@@ -118,12 +197,19 @@ class ResultScreen:
                                           "that was not masked")
         detect = tuple(detector is not None and maskers[i] is None and col.type_oid not in _PLAIN_OIDS
                        for i, col in enumerate(columns))
+        binary: list[tuple[Callable[[bytes], str], Callable[[str], bytes] | None, bool] | None] = [None] * width
         for i, col in enumerate(columns):
-            if col.format != 0 and (maskers[i] is not None or detect[i]):
-                raise ResultShapeMismatch(f"column {i + 1} was requested in binary format, which the gateway "
-                                          "cannot screen; request text format")
+            if col.format == 0 or (maskers[i] is None and not detect[i]):
+                continue
+            readable = _BINARY_TEXT.get(col.type_oid) if maskers[i] is None else None
+            if readable is None:
+                raise ResultShapeMismatch(
+                    f"column {i + 1} ({col.name!r}) was requested in binary format, which the gateway cannot "
+                    "screen for its type", hint="request this column in text format, or cast it to text (the "
+                    "gateway reads text types, json, jsonb, int8 and numeric in binary)")
+            binary[i] = readable
         names = tuple(detector.redact(c.name) if detector is not None else c.name for c in columns)
-        return cls(names, tuple(maskers), detect, detector)
+        return cls(names, tuple(maskers), detect, detector, tuple(binary))
 
     def row(self, values: Sequence[bytes | None]) -> list[bytes | None]:
         """The values of one row the client may receive."""
@@ -133,6 +219,7 @@ class ResultScreen:
         maskers = self._maskers
         detect = self._detect
         detector = self._detector
+        binary = self._binary
         for i, value in enumerate(out):
             if value is None:
                 continue
@@ -141,10 +228,22 @@ class ResultScreen:
                 masked = masker(value.decode("utf-8", errors="replace"))
                 out[i] = None if masked is None else masked.encode()
             elif detect[i] and detector is not None:
-                text = value.decode("utf-8", errors="replace")
+                form = binary[i]
+                if form is None:
+                    text = value.decode("utf-8", errors="replace")
+                else:
+                    try:
+                        text = form[0](bytes(value))
+                    except ValueError:
+                        raise ValueWithheld(i + 1, self.column_names[i]) from None
                 clean = detector.redact(text)
                 if clean is not text and clean != text:
-                    out[i] = clean.encode()
+                    if form is None:
+                        out[i] = clean.encode()
+                    elif form[1] is None:
+                        raise ValueWithheld(i + 1, self.column_names[i])
+                    else:
+                        out[i] = form[1](clean)
         return out
 
 

@@ -6,7 +6,8 @@ Client side. Every frame is framed by :class:`FrameReader` (size cap, known type
 every ``Parse`` is decided by the engine (:class:`Engine`, the policy hooks): denied → the refusal goes
 through :class:`ReplyQueue.refuse`, so a pipeline sees exactly what PostgreSQL would have answered; allowed
 → the verdict's upstream text (masks spliced in) is sent. Named and unnamed statements and portals are
-tracked with their verdict; ``Bind`` refuses binary formats on columns that need screening; a statement
+tracked with their verdict; ``Bind`` refuses binary formats on columns that need screening, but for the
+types whose binary form the screen reads (text types, json/jsonb, int8, numeric); a statement
 whose result shape is unknown at ``Bind`` gets an injected ``Describe`` of its portal (its reply is read,
 then dropped). ``FunctionCall`` is refused. A statement that needs approval stops the client side
 (:attr:`ProxyConnection.held`) until the server resolves it with :meth:`ProxyConnection.finish_hold`.
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pgwarden.policy.effects import ALL as ALL_NAMES
-from pgwarden.policy.results import ColumnInfo, ResultScreen, ResultShapeMismatch
+from pgwarden.policy.results import ColumnInfo, ResultScreen, ResultShapeMismatch, ValueWithheld
 from pgwarden.policy.verdict import Decision, StatementPlan, Verdict
 
 from . import messages as m
@@ -638,7 +639,14 @@ class ProxyConnection:
                         # the screen left alone
                         # stays in the run of bytes forwarded as they came
                         values = m.DataRow(bytes(view[start + 5:end])).values()
-                        clean = screen.row(values)
+                        try:
+                            clean = screen.row(values)
+                        except ValueWithheld as exc:
+                            if run >= 0:
+                                out.append(bytes(view[run:start]))
+                                run = -1
+                            self._withhold(m.error_from(exc))
+                            continue
                         if tap is not None:
                             tap.add(clean)
                         if all(c is v for c, v in zip(clean, values, strict=True)):
@@ -708,7 +716,15 @@ class ProxyConnection:
         for k in hits:
             start, end = spans[k][1], spans[k][2]
             values = m.DataRow(bytes(view[start + 5:end])).values()
-            clean = screen.row(values)
+            try:
+                clean = screen.row(values)
+            except ValueWithheld as exc:  # the rows before it go (they were screened); it and the rest do not
+                if run < 0 and seg < k:
+                    run = spans[seg][1]
+                if run >= 0:
+                    out.append(bytes(view[run:start]))
+                self._withhold(m.error_from(exc))
+                return -1
             if all(c is v for c, v in zip(clean, values, strict=True)):
                 continue
             if tap is not None:
@@ -921,7 +937,11 @@ class ProxyConnection:
             self._withhold(m.error("ERROR", "XX000", "pgwarden: PostgreSQL sent rows the proxy had no description "
                                    "for; the result is withheld"))
             return False
-        values = screen.row(m.DataRow(bytes(body)).values())
+        try:
+            values = screen.row(m.DataRow(bytes(body)).values())
+        except ValueWithheld as exc:
+            self._withhold(m.error_from(exc))
+            return False
         if tap is not None:
             tap.add(values)
         return encode(m.DataRow.from_values(values))
