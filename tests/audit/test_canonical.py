@@ -9,6 +9,7 @@ keys, floats and tuples, which must leave the fast path and still come out as th
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,22 @@ def test_the_result_digest_follows_its_encoding(rows: list[list[str | None]], co
     halves.update_wire(bytearray(wire[cut:]), max(len(rows) - 1, 0))
     assert one.hexdigest() == many.hexdigest() == raw.hexdigest() == halves.hexdigest() == h.hexdigest()
     assert one.version == 2
+
+
+@settings(max_examples=300)
+@given(st.lists(st.lists(st.one_of(st.none(), valid_texts), max_size=5), max_size=5))
+def test_the_recorded_sample_is_the_json_text_the_format_names(rows: list[list[str | None]]) -> None:
+    """``pgwarden.result.sample`` is json.dumps(ensure_ascii=False, separators=(",", ":")) of the sample (the
+    recorder writes it with orjson, which must give the same text: replay and readers parse it)."""
+    recorder = AuditRecorder(AuditSettings(journal_enabled=False, sample_rows=10, sample_value_max_length=1000))
+    session = recorder.start_session("s", [], "wire", "t")
+    st_ = recorder.open_statement(session, "SELECT 1")
+    st_.result(["c"], rows, len(rows), None)
+    assert st_._attrs[schema.RESULT_SAMPLE] == json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    # digests of one shape share a cached head: two results of the same columns, the second one different
+    a, b = ResultDigest(["c", "d"]), ResultDigest(["c", "d"])
+    a.update(["1", None])
+    assert b.hexdigest() == ResultDigest(["c", "d"]).hexdigest() != a.hexdigest()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

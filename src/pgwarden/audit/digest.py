@@ -84,6 +84,10 @@ def _row_v2(row: Sequence[str | None]) -> bytes:
     return b"D" + pack(len(body) + 4) + body
 
 
+_HEADS: dict[tuple, hashlib._Hash] = {}  # (version, *columns) → the hash state after the columns
+_HEADS_KEPT = 512
+
+
 class ResultDigest:
     """Streaming SHA-256 of a result: ``ResultDigest(columns)``, ``update(row)`` per row, ``hexdigest()``."""
 
@@ -94,9 +98,17 @@ class ResultDigest:
             raise ValueError(f"unknown result digest version {version!r} (known: {DIGEST_VERSIONS})")
         self.version = version
         self._row = _row_v1 if version == 1 else _row_v2
-        self._hash = hashlib.sha256(_PREFIXES[version])
         self.rows = 0
-        self._hash.update(b"C" + _U32.pack(len(columns)) + b"".join(_value(c) for c in columns))
+        key = (version, *columns) if all(type(c) is str for c in columns) else None
+        head = _HEADS.get(key) if key is not None else None
+        if head is None:
+            head = hashlib.sha256(_PREFIXES[version])
+            head.update(b"C" + _U32.pack(len(columns)) + b"".join(_value(c) for c in columns))
+            if key is not None:
+                if len(_HEADS) >= _HEADS_KEPT:
+                    _HEADS.pop(next(iter(_HEADS)))
+                _HEADS[key] = head
+        self._hash = head.copy()  # a statement of a known shape does not hash its column names again
 
     def update(self, row: Sequence[str | None]) -> None:
         self._hash.update(self._row(row))

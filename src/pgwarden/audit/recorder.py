@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -201,7 +202,11 @@ class StatementRecord:
         attrs = self._attrs
         redact = self._recorder.redact
         attrs[schema.RESULT_COLUMNS] = [redact(str(c)) for c in columns]
-        attrs[schema.RESULT_SAMPLE] = redact(json.dumps(sample, ensure_ascii=False, separators=(",", ":")))
+        try:  # the same text as json.dumps(ensure_ascii=False, separators=(",", ":")) gives, several times faster
+            encoded = orjson.dumps(sample).decode()
+        except TypeError:
+            encoded = json.dumps(sample, ensure_ascii=False, separators=(",", ":"))
+        attrs[schema.RESULT_SAMPLE] = redact(encoded)
         attrs[schema.RESULT_SAMPLE_TRUNCATED] = row_count > len(sample)
         attrs[schema.DB_RETURNED_ROWS] = int(row_count)
         if digest is not None:
