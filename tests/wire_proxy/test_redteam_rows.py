@@ -126,44 +126,50 @@ def _unescape_text_copy(data: str, delimiter: str) -> list[list[str | None]]:
 # --- COPY OUT: the detectors read the escaped line, the client reads the values ------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="breach: COPY text with DELIMITER set to a character findings are "
-                   "made of ('@', '-', ' ', '_') escapes that character in the line, so the detectors read "
-                   "'bob\\@example.com' and find nothing; the client unescapes the value whole")
+# Found by the red-team pass: PostgreSQL escapes a DELIMITER, doubles a QUOTE / ESCAPE and re-encodes with
+# ENCODING inside the values of a COPY line, so a finding the client reads back whole ('bob\\@example.com' →
+# 'bob@example.com', 'bob@@example.com' → 'bob@example.com', SJIS trail bytes that read as ASCII) is not in
+# the line the detectors see. The policy now refuses those options while the detectors are on
+# (copy_format_option, 0A000): these tests hold it to that, and the default COPY still goes through screened.
+
+
+def _copy_refused(proxy: RunningProxy, keys: Keys, sql: str) -> None:
+    with pytest.raises(psycopg.Error) as info:
+        _copy_lines(proxy, keys, sql)
+    assert info.value.sqlstate == "0A000", info.value
+    assert "DELIMITER, QUOTE, ESCAPE and ENCODING" in str(info.value)
+
+
 @pytest.mark.parametrize("delimiter", ["@", "-", " ", "_"])
 def test_copy_text_delimiter_inside_findings(rt, keys: Keys, delimiter: str) -> None:
     proxy, _ = rt
-    raw = _copy_lines(proxy, keys, f"COPY (SELECT id, v FROM public.rt_values ORDER BY id) TO STDOUT "
-                      f"WITH (DELIMITER '{delimiter}')")
-    values = [f[1] for f in _unescape_text_copy(raw.decode(), delimiter)]
+    _copy_refused(proxy, keys, f"COPY (SELECT id, v FROM public.rt_values ORDER BY id) TO STDOUT "
+                  f"WITH (DELIMITER '{delimiter}')")
+    _copy_refused(proxy, keys, f"COPY public.rt_values TO STDOUT DELIMITER '{delimiter}'")  # the old syntax
+    raw = _copy_lines(proxy, keys, "COPY (SELECT id, v FROM public.rt_values ORDER BY id) TO STDOUT")
+    values = [f[1] for f in _unescape_text_copy(raw.decode(), "\t")]
     assert len(values) == 9
     assert _leaks("\n".join(values)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="breach: COPY csv with QUOTE set to '@' or '-' doubles that character "
-                   "inside the quoted value ('bob@@example.com'), which no detector matches; the client's csv "
-                   "reader gives the value back whole")
-@pytest.mark.parametrize("quote", ["@", "-"])
-def test_copy_csv_quote_inside_findings(rt, keys: Keys, quote: str) -> None:
+@pytest.mark.parametrize("option", ["QUOTE '@'", "QUOTE '-'", "ESCAPE '@'", "ESCAPE '_'"])
+def test_copy_csv_quote_inside_findings(rt, keys: Keys, option: str) -> None:
     proxy, _ = rt
-    raw = _copy_lines(proxy, keys, f"COPY (SELECT id, v FROM public.rt_values ORDER BY id) TO STDOUT "
-                      f"WITH (FORMAT csv, QUOTE '{quote}', FORCE_QUOTE *)")
-    values = [r[1] for r in csv.reader(io.StringIO(raw.decode()), quotechar=quote)]
+    _copy_refused(proxy, keys, f"COPY (SELECT id, v FROM public.rt_values ORDER BY id) TO STDOUT "
+                  f"WITH (FORMAT csv, {option}, FORCE_QUOTE *)")
+    raw = _copy_lines(proxy, keys, "COPY (SELECT id, v FROM public.rt_values ORDER BY id) TO STDOUT "
+                      "WITH (FORMAT csv, QUOTE '\"', ESCAPE '\"', DELIMITER ',', FORCE_QUOTE *)")  # the defaults, named
+    values = [r[1] for r in csv.reader(io.StringIO(raw.decode()))]
     assert len(values) == 9
     assert _leaks("\n".join(values)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="breach: COPY … WITH (ENCODING 'SJIS' / 'GB18030') sends bytes the "
-                   "proxy decodes as UTF-8: the trail byte of the character before a finding becomes an ASCII "
-                   "letter or digit ('ア' is 83 41, 'À' is 81 30 86 38), which defeats the finding's boundary "
-                   "rule, while the client decoding the COPY's encoding reads the value whole")
-@pytest.mark.parametrize(("encoding", "rows"), [("SJIS", "id < 4"), ("GB18030", "id = 4")])
-def test_copy_encoding_option_shifts_what_the_detectors_read(rt, keys: Keys, encoding: str, rows: str) -> None:
+@pytest.mark.parametrize("encoding", ["SJIS", "GB18030", "LATIN1", "sql_ascii"])
+def test_copy_encoding_option_shifts_what_the_detectors_read(rt, keys: Keys, encoding: str) -> None:
     proxy, _ = rt
-    raw = _copy_lines(proxy, keys, f"COPY (SELECT v FROM public.rt_enc WHERE {rows} ORDER BY id) TO STDOUT "
-                      f"WITH (ENCODING '{encoding}')")
-    text = raw.decode({"SJIS": "shift_jis", "GB18030": "gb18030"}[encoding])
-    assert len(text.splitlines()) == (3 if encoding == "SJIS" else 1)
-    assert _leaks(text) == []
+    _copy_refused(proxy, keys, f"COPY (SELECT v FROM public.rt_enc ORDER BY id) TO STDOUT WITH (ENCODING '{encoding}')")
+    raw = _copy_lines(proxy, keys, "COPY (SELECT v FROM public.rt_enc ORDER BY id) TO STDOUT WITH (ENCODING 'utf-8')")
+    assert _leaks(raw.decode()) == [] and len(raw.decode().splitlines()) == 4
 
 
 # --- the row path: runs of DataRows -------------------------------------------------------------------

@@ -7,7 +7,7 @@ the mask plan. :class:`RuleChecks` holds what each rule's checks work out once. 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from . import builtins
 from ._mask_plan import MaskPlanning, MaskSet, _has_literal
@@ -154,6 +154,13 @@ class StatementCheck(MaskPlanning):
         if st.copy_target in ("file", "program"):
             self.deny("server_file_access", f"COPY to or from a server {st.copy_target} is refused; use COPY … "
                       "TO STDOUT / FROM STDIN, which the client handles")
+        if st.copy_target == "stdout" and self.policy.masking.detectors.enabled:
+            changed = copy_writing_options(st.details.copy_options)
+            if changed:
+                self.deny("copy_format_option", f"COPY … TO STDOUT with {', '.join(changed)} writes values in a form "
+                          "the content detectors do not read (PostgreSQL escapes or doubles those characters, or "
+                          "converts the encoding, inside values); leave DELIMITER, QUOTE, ESCAPE and ENCODING at "
+                          "their defaults, or SELECT the rows")
         if st.details.discard == "DISCARD_ALL" and self._discard_widens():
             self.deny("session_change", "DISCARD ALL would drop the role the gateway assumes for this rule "
                       "(it runs SET SESSION AUTHORIZATION DEFAULT); reconnect instead, or have the rule log "
@@ -641,3 +648,26 @@ def _destructive_alter(st: StatementAnalysis) -> bool:
     if st.node != "AlterTableStmt":
         return False
     return any(sub.startswith(_DESTRUCTIVE_ALTERS) for sub in st.details.alter_subtypes)
+
+
+def copy_writing_options(options: Mapping[str, object] | None) -> list[str]:
+    """The options of a COPY TO that change how values are written from PostgreSQL's defaults (text: tab
+    delimiter; csv: comma, double-quote quote and escape; the client's encoding, UTF8 here). The content
+    detectors read COPY lines as written, and a client reads values out of them: a delimiter, quote or
+    escape character that findings contain (``@``, ``-``, space, ``_``) is escaped or doubled inside the
+    values, and another encoding shifts the bytes, so a finding the client gets back whole is not in the
+    line the detectors see. HEADER, NULL, FORCE_QUOTE and FORCE_NOT_NULL change no value."""
+    options = options or {}
+    csv = str(options.get("format", "text")).lower() == "csv"
+    out = []
+    delimiter = options.get("delimiter")
+    if delimiter is not None and str(delimiter) != ("," if csv else "\t"):
+        out.append(f"DELIMITER {str(delimiter)!r}")
+    for name in ("quote", "escape"):
+        value = options.get(name)
+        if value is not None and str(value) != '"':
+            out.append(f"{name.upper()} {str(value)!r}")
+    encoding = options.get("encoding")
+    if encoding is not None and "".join(ch for ch in str(encoding).lower() if ch.isalnum()) not in ("utf8", "unicode"):
+        out.append(f"ENCODING {str(encoding)!r}")
+    return out

@@ -74,6 +74,7 @@ class ReasonCode(StrEnum):
     MASKED_NOT_REWRITTEN = "masked_not_rewritten", "42501"
     COPY_MASKED = "copy_masked", "42501"
     COPY_BINARY_MASKED = "copy_binary_masked", "0A000"
+    COPY_FORMAT_OPTION = "copy_format_option", "0A000"
     MASK_KEY_UNAVAILABLE = "mask_key_unavailable", "58000"
     REWRITE_INCOMPLETE = "rewrite_incomplete", "0A000"
     REWRITE_FAILED = "rewrite_failed", "0A000"
