@@ -128,6 +128,7 @@ class _Portal:
     screen: ResultScreen | None = None
     described: bool = False  # its result shape is known (screen None then means: no rows)
     returned: int = 0  # rows sent to the client, over all its Executes (max_rows counts per portal)
+    cut_told: bool = False  # the client was told (on a PortalSuspended) that this portal's result was cut
 
 
 class _Tap:
@@ -260,6 +261,11 @@ class _DescCtx:
     @property
     def plan(self) -> StatementPlan | None:
         return (self.stmt or self.portal.stmt).plan if (self.stmt or self.portal) else None  # type: ignore
+
+
+def _cut_notice(limit: int) -> m.NoticeResponse:
+    return m.notice("WARNING", "01000", f"pgwarden: the result was cut at {limit} rows (the rule's max_rows); "
+                    "the rest was not sent", hint="add a LIMIT, narrow the query, or page with a cursor (FETCH)")
 
 
 def _frame(kind: int, payload: bytes) -> bytes:
@@ -719,6 +725,8 @@ class ProxyConnection:
             try:
                 clean = screen.row(values)
             except ValueWithheld as exc:  # the rows before it go (they were screened); it and the rest do not
+                if tap is not None:
+                    tap.add_run(view, spans[seg:k])
                 if run < 0 and seg < k:
                     run = spans[seg][1]
                 if run >= 0:
@@ -786,10 +794,8 @@ class ProxyConnection:
         verb, _, count = tag.rpartition(" ")
         if verb in ("SELECT", "FETCH", "MOVE", "COPY") and count.isdigit():
             tag = f"{verb} {limit}"
-        notice = m.notice("WARNING", "01000", f"pgwarden: the result was cut at {limit} rows (the rule's "
-                          "max_rows); the rest was not sent",
-                          hint="add a LIMIT, narrow the query, or page with a cursor (FETCH)")
-        return encode(notice) + encode(m.CommandComplete(tag))
+        told = type(head) is _ExecCtx and head.portal.cut_told  # said on a PortalSuspended already
+        return (b"" if told else encode(_cut_notice(limit))) + encode(m.CommandComplete(tag))
 
     def _withhold(self, error: m.ErrorResponse) -> None:
         """Replace the rest of this exchange (to the next ReadyForQuery) by ``error``."""
@@ -829,6 +835,13 @@ class ProxyConnection:
                 forward = self._truncated(head, body, forward)
             elif type(head) is _QueryCtx:
                 head.returned = 0
+            elif kind == _SUSPENDED and forward is True and type(head) is _ExecCtx:
+                portal = head.portal
+                if head.limit is not None and portal.returned > head.limit and not portal.cut_told:
+                    # an Execute with a row count never gets the CommandComplete that says a result was
+                    # cut: its PortalSuspended carries the notice instead, once per portal
+                    portal.cut_told = True
+                    forward = encode(_cut_notice(head.limit)) + _frame(kind, bytes(body))
         elif kind in (_ERROR, _NOTICE):
             forward = self._diagnostic(kind, head, body, forward)
         elif kind == _READY:
