@@ -80,6 +80,7 @@ class Engine(Protocol):
     detector: Any
     sample_rows: int
     digest: bool
+    wrap_reads: bool  # the rule may write: run read-only texts in READ ONLY transactions (see _wraps)
 
     def decide(self, sql: str) -> Verdict: ...
 
@@ -215,7 +216,7 @@ def _text_values(data: bytes | memoryview) -> list[str | None]:
 
 class _QueryCtx:
     __slots__ = ("copy", "copy_binary", "copy_skip", "failed", "index", "limit", "record", "returned", "screen",
-                 "sql", "tap", "verdict")
+                 "sql", "tap", "verdict", "wrapped")
 
     def __init__(self, sql: str, verdict: Verdict, record: Record) -> None:
         self.sql = sql
@@ -230,6 +231,7 @@ class _QueryCtx:
         self.failed = False
         self.limit = verdict.max_rows  # rows one result may return to the client (the rule's max_rows)
         self.returned = 0  # rows of the current result sent so far
+        self.wrapped = False  # sent inside BEGIN READ ONLY … COMMIT the proxy added (see _wraps)
 
     @property
     def plan(self) -> StatementPlan | None:
@@ -261,6 +263,11 @@ class _DescCtx:
     @property
     def plan(self) -> StatementPlan | None:
         return (self.stmt or self.portal.stmt).plan if (self.stmt or self.portal) else None  # type: ignore
+
+
+_IDLE = b"Z\0\0\0\x05I"  # ReadyForQuery, idle
+_TXN_TAGS = frozenset({"BEGIN", "START TRANSACTION", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE",
+                       "PREPARE TRANSACTION", "COMMIT PREPARED", "ROLLBACK PREPARED"})
 
 
 def _cut_notice(limit: int) -> m.NoticeResponse:
@@ -432,7 +439,35 @@ class ProxyConnection:
         self._forget_names(verdict)
         ctx = _QueryCtx(sql, verdict, self.engine.open_record(sql, verdict))
         text = verdict.text_for_upstream(sql)
+        if self._wraps(verdict):
+            ctx.wrapped = True
+            self._inject_query(b"BEGIN READ ONLY")
+            self._push(_Q, ctx, _frame(_Q, payload) if text is sql else encode(m.Query(text)))
+            self._inject_query(b"COMMIT")  # in a failed block PostgreSQL answers it ROLLBACK, no error
+            return
         self._push(_Q, ctx, _frame(_Q, payload) if text is sql else encode(m.Query(text)))
+
+    def _wraps(self, verdict: Verdict) -> bool:
+        """Defence in depth, as the MCP door does it: a text the analysis calls read-only, under a rule that
+        may write, runs in a READ ONLY transaction, so a write the analysis missed fails instead of running
+        unapproved. Only where the client is idle with nothing in flight (inside the client's own
+        transaction, or behind pipelined work, the block would change what its statements mean), and never
+        around transaction control."""
+        if not self.engine.wrap_reads:
+            return False
+        settings = verdict.settings
+        if settings is None or not settings.read_only:
+            return False
+        q = self.queue
+        if len(q) or q.skipping or q.status != b"I":
+            return False
+        return not any(p.command_tag in _TXN_TAGS for p in verdict.plans)
+
+    def _inject_query(self, sql: bytes) -> None:
+        """A Query of the proxy's own, answered upstream and dropped (ReplyQueue.inject)."""
+        self.queue.inject(_Q)
+        self._ctx.append(None)
+        self.to_upstream.append(_frame(_Q, sql + b"\0"))
 
     def _forget_names(self, verdict: Verdict) -> None:
         """SQL PREPARE / DEALLOCATE / DISCARD ALL and DECLARE / CLOSE share PostgreSQL's namespace with the
@@ -847,6 +882,10 @@ class ProxyConnection:
         elif kind == _READY:
             if type(head) is _QueryCtx:
                 self._finish_query(head)
+                if head.wrapped and forward is True:
+                    # inside the proxy's READ ONLY block ('T', or 'E' after an error); the COMMIT the proxy
+                    # queued behind it ends the block, so the client is where it was: idle
+                    forward = _IDLE
         elif kind == _COPY_OUT:
             forward = self._copy_out(head, decode_backend(kind, body), forward)  # type: ignore[arg-type]
         elif kind == _COPY_DATA:

@@ -113,6 +113,7 @@ class EngineHooks:
         self.detector = self.gateway.detector
         self.sample_rows = runtime.recorder.settings.sample_rows if runtime.recorder is not None else 0
         self.digest = digest and self.recorder is not None
+        self.wrap_reads = session.rule is not None and not session.rule.read_only()
         self._raw_masked = self.gateway.raw_masked(session.principal, session.target)
         self.screen_generation = 0  # ProxyConnection re-confirms cached screens when this changes
 
