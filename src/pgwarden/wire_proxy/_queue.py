@@ -141,6 +141,12 @@ class ReplyQueue:
         return len(self._q)
 
     @property
+    def idle(self) -> bool:
+        """Nothing in flight, no extended message since the last Sync, and upstream idle ('I'): what the
+        client sends next starts a transaction of its own."""
+        return not self._q and not self.skipping and not self._dirty and self.status == b"I"
+
+    @property
     def expecting(self) -> tuple[tuple[str, Origin], ...]:
         """The outstanding entries, oldest first (for logs and tests)."""
         return tuple((chr(e.kind), e.origin) for e in self._q)

@@ -266,6 +266,9 @@ class _DescCtx:
 
 
 _IDLE = b"Z\0\0\0\x05I"  # ReadyForQuery, idle
+_WRAPPED_SYNC = object()  # the context of the Sync of a batch sent inside READ ONLY
+_BATCHED = frozenset((_P, _B, _D, _E))  # what a batch held back for READ ONLY may hold before its Sync
+_BATCH_MAX = 64  # messages held back at most
 _TXN_TAGS = frozenset({"BEGIN", "START TRANSACTION", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE",
                        "PREPARE TRANSACTION", "COMMIT PREPARED", "ROLLBACK PREPARED"})
 
@@ -321,6 +324,9 @@ class ProxyConnection:
         self.to_client: list[bytes] = []
         self.held: Hold | None = None
         self._collecting: Collecting | None = None  # an unnamed Parse that needs approval, until Sync
+        # an extended-protocol batch held back until its Sync, to be sent inside READ ONLY (see _batch_wraps)
+        self._batch: list[tuple[int, bytes]] | None = None
+        self._pending: deque[tuple[int, bytes]] = deque()  # frames of a released batch not yet handled
         self.terminated = False
         self.fatal: m.ErrorResponse | None = None  # upstream said FATAL / bookkeeping lost: end the session
         self.want_cancel = False  # the server should cancel what runs upstream (a result is withheld)
@@ -351,11 +357,71 @@ class ProxyConnection:
 
     def _drain_client(self) -> None:
         frames = self._frames
+        pending = self._pending
         while self.held is None and not self.terminated and self.fatal is None:
+            if pending:
+                kind, payload = pending.popleft()
+                self._client_frame(kind, payload)
+                continue
             frame = frames.next_frame()
             if frame is None:
                 return
-            self._client_frame(frame.type, frame.payload)
+            kind, payload = frame.type, frame.payload
+            batch = self._batch
+            if batch is not None:
+                batch.append((kind, payload))
+                if kind == _S:
+                    self._release_batch()
+                elif kind not in _BATCHED or len(batch) > _BATCH_MAX:
+                    self._release_batch(unwrapped=True)  # not a batch to wrap: as it came, in order
+                continue
+            if kind in (_P, _B) and self.engine.wrap_reads and self._collecting is None and self.queue.idle:
+                self._batch = [(kind, payload)]  # it may be a read to wrap: held back until its Sync
+                continue
+            self._client_frame(kind, payload)
+
+    def _release_batch(self, unwrapped: bool = False) -> None:
+        """Send the batch held back since its first message: inside BEGIN READ ONLY … COMMIT when
+        :meth:`_batch_wraps` says so, else message by message as it came."""
+        batch, self._batch = self._batch or [], None
+        if unwrapped or not self._batch_wraps(batch):
+            self._pending.extend(batch)
+            return
+        self._inject_query(b"BEGIN READ ONLY")
+        for kind, payload in batch[:-1]:
+            self._client_frame(kind, payload)
+        self._push(_S, _WRAPPED_SYNC, _frame(_S, batch[-1][1]))
+        self._inject_query(b"COMMIT")  # in a failed block PostgreSQL answers it ROLLBACK, no error
+        # Both simple Queries drop the unnamed statement upstream: a later Bind of it is refused here (26000)
+        # rather than upstream
+        self._stmts.pop("", None)
+
+    def _batch_wraps(self, batch: list[tuple[int, bytes]]) -> bool:
+        """An extended-protocol batch (Parse / Bind / Describe / Execute up to Sync) is wrapped like a simple
+        Query (:meth:`_wraps`) when every statement it parses or executes is allowed and read-only, none
+        controls transactions, and it binds the unnamed statement only after parsing it (the added BEGIN,
+        a simple Query, drops an unnamed statement left from before)."""
+        parsed: dict[str, Verdict] = {}
+        bound: dict[str, str] = {}
+        try:
+            for kind, payload in batch[:-1]:
+                msg = decode_frontend(kind, payload)
+                if kind == _P:
+                    verdict = self.engine.decide(msg.query)  # type: ignore[union-attr]
+                    if verdict.decision is not Decision.ALLOW or not self._wraps(verdict, check_queue=False):
+                        return False
+                    parsed[msg.name] = verdict  # type: ignore[union-attr]
+                elif kind == _B:
+                    name = msg.statement  # type: ignore[union-attr]
+                    if name not in parsed and (name == "" or name not in self._stmts
+                                               or not self._wraps(self._stmts[name].verdict, check_queue=False)):
+                        return False
+                    bound[msg.portal] = name  # type: ignore[union-attr]
+                elif kind == _E and msg.portal not in bound:  # type: ignore[union-attr]
+                    return False  # a portal from before this batch
+        except ProtocolViolation:
+            return False  # handled as it came: the same error, at the same place
+        return True
 
     def _client_frame(self, kind: int, payload: bytes) -> None:
         q = self.queue
@@ -447,7 +513,7 @@ class ProxyConnection:
             return
         self._push(_Q, ctx, _frame(_Q, payload) if text is sql else encode(m.Query(text)))
 
-    def _wraps(self, verdict: Verdict) -> bool:
+    def _wraps(self, verdict: Verdict, *, check_queue: bool = True) -> bool:
         """Defence in depth, as the MCP door does it: a text the analysis calls read-only, under a rule that
         may write, runs in a READ ONLY transaction, so a write the analysis missed fails instead of running
         unapproved. Only where the client is idle with nothing in flight (inside the client's own
@@ -458,8 +524,7 @@ class ProxyConnection:
         settings = verdict.settings
         if settings is None or not settings.read_only:
             return False
-        q = self.queue
-        if len(q) or q.skipping or q.status != b"I":
+        if check_queue and not self.queue.idle:
             return False
         return not any(p.command_tag in _TXN_TAGS for p in verdict.plans)
 
@@ -886,6 +951,8 @@ class ProxyConnection:
                     # inside the proxy's READ ONLY block ('T', or 'E' after an error); the COMMIT the proxy
                     # queued behind it ends the block, so the client is where it was: idle
                     forward = _IDLE
+            elif head is _WRAPPED_SYNC and forward is True:
+                forward = _IDLE  # the same, for an extended-protocol batch (_release_batch)
         elif kind == _COPY_OUT:
             forward = self._copy_out(head, decode_backend(kind, body), forward)  # type: ignore[arg-type]
         elif kind == _COPY_DATA:
