@@ -487,3 +487,56 @@ def test_scan_with_offsets_and_errors():
         codec.scan(b"S\x00\x00\x00\x03")
     with pytest.raises(MessageTooLarge):
         codec.scan(b"D\x00\x01\x00\x00", max_message_size=1000)
+
+
+# ---- the fast readers of Bind and Execute agree with the checked ones ------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _outcome(decode, data: bytes):
+    try:
+        return ("ok", decode(data))
+    except ProtocolViolation as exc:
+        return ("violation", exc.code, str(exc))
+
+
+_VALUES = st.one_of(st.none(), st.binary(max_size=12))
+
+
+@st.composite
+def _bind_payloads(draw) -> bytes:
+    n = draw(st.integers(0, 4))
+    names = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=4)
+    msg = m.Bind(draw(names), draw(names),
+                 tuple(draw(st.lists(st.sampled_from([0, 1]), max_size=n + 1))),
+                 tuple(draw(st.lists(_VALUES, min_size=n, max_size=n))),
+                 tuple(draw(st.lists(st.sampled_from([0, 1, 7]), max_size=3))))
+    data = codec.encode(msg)[5:]
+    cut = draw(st.one_of(st.none(), st.integers(0, max(len(data), 1))))
+    if cut is not None:  # truncated, or with bytes flipped: the readers must agree on those too
+        data = data[:cut] + draw(st.binary(max_size=3))
+    return data
+
+
+@settings(max_examples=1500)
+@given(st.one_of(_bind_payloads(), st.binary(max_size=40)))
+def test_the_fast_bind_reader_agrees_with_the_checked_one(data: bytes) -> None:
+    assert _outcome(codec._d_bind, data) == _outcome(codec._d_bind_checked, data)
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.builds(lambda p, n: codec.encode(m.Execute(p, n))[5:],
+                           st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=6),
+                           st.integers(-2**31, 2**31 - 1)), st.binary(max_size=12)))
+def test_the_fast_execute_reader_agrees_with_the_checked_one(data: bytes) -> None:
+    assert _outcome(codec._d_execute, data) == _outcome(codec._d_execute_checked, data)
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.builds(lambda k, n: codec.encode(m.Describe(k, n))[5:], st.sampled_from("SP"),
+                           st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+                                   max_size=6)), st.binary(max_size=8)))
+def test_the_fast_describe_reader_agrees_with_the_checked_one(data: bytes) -> None:
+    assert _outcome(codec._d_describe, data) == _outcome(codec._d_describe_checked, data)

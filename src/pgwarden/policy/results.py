@@ -17,8 +17,9 @@ statement that reads masked columns loses their text (PostgreSQL quotes values i
 Binary format. A column the detectors read may come in binary format when its binary form can be
 read exactly as the text PostgreSQL would have sent (:data:`_BINARY_TEXT`): the text types, whose
 binary form *is* their text, json, jsonb (a version byte, then the text), int8 and numeric (decoded
-to their text form). A redacted text value goes back in the same binary form; a finding in an int8
-or numeric value cannot be written back in binary, so the result is withheld
+to their text form), and float8 (read with every digit it holds). A redacted text value goes back in
+the same binary form; a finding in an int8, numeric or float8 value cannot be written back in binary,
+so the result is withheld
 (:class:`ValueWithheld`), as a text-format client would have failed to parse the redaction. Any
 other binary column that needs screening is refused, and a masker never reads binary values.
 """
@@ -41,8 +42,10 @@ Masker = Callable[[object], "str | None"]
 # Types whose text form cannot carry what the detectors look for (a 16-digit card number does
 # not fit an int4; a boolean holds no e-mail): the detectors skip these and read everything
 # else — text, numeric, json, arrays, and any domain or user-defined type, whose OIDs are unknown.
+# (Not float8: it prints whole numbers below 1e15 in full, a 15-digit card number among them; float4 keeps
+# 6-9 significant digits and prints larger numbers with an exponent.)
 _PLAIN_OIDS = frozenset({
-    16, 21, 23, 26, 28, 29, 700, 701,  # bool, int2, int4, oid, xid, cid, float4, float8
+    16, 21, 23, 26, 28, 29, 700,  # bool, int2, int4, oid, xid, cid, float4
     1082, 1083, 1114, 1184, 1186, 1266,  # date, time, timestamp, timestamptz, interval, timetz
     2950, 3220,  # uuid, pg_lsn
 })
@@ -99,6 +102,14 @@ def _jsonb_text(data: bytes) -> str:
     return data[1:].decode("utf-8", errors="replace")
 
 
+def _float8_text(data: bytes) -> str:
+    # Python's shortest repr shows every digit PostgreSQL's float8out shows, and more (it turns to an
+    # exponent later): a finding is never missed, and a binary float8 is never rewritten, only withheld
+    if len(data) != 8:
+        raise ValueError("float8: not 8 bytes")
+    return repr(struct.unpack("!d", data)[0])
+
+
 def _int8_text(data: bytes) -> str:
     if len(data) != 8:
         raise ValueError("int8: not 8 bytes")
@@ -112,6 +123,7 @@ _BINARY_TEXT: dict[int, tuple[Callable[[bytes], str], Callable[[str], bytes] | N
     **{oid: (_utf8, str.encode, True) for oid in (25, 1043, 1042, 19, 18, 705, 114)},
     3802: (_jsonb_text, lambda t: b"\x01" + t.encode(), True),
     20: (_int8_text, None, False),
+    701: (_float8_text, None, False),
     1700: (_numeric_text, None, False),
 }
 

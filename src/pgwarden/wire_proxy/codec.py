@@ -401,6 +401,52 @@ def _d_parse(data: bytes) -> m.Parse:
 
 
 def _d_bind(data: bytes) -> m.Bind:
+    # The common, well-formed message read with a handful of C calls; anything unusual or malformed is read
+    # again by the checked reader below, which raises the precise ProtocolViolation.
+    try:
+        end = len(data)
+        p0 = data.index(0)
+        p1 = data.index(0, p0 + 1)
+        pos = p1 + 1
+        (nf,) = _I16.unpack_from(data, pos)
+        pformats = _i16s_at(nf, data, pos + 2)
+        pos += 2 + 2 * nf
+        (n,) = _I16.unpack_from(data, pos)
+        pos += 2
+        if nf not in (0, 1, n) or n < 0:
+            return _d_bind_checked(data)
+        params: list[bytes | None] = []
+        append = params.append
+        unpack = _I32.unpack_from
+        for _ in range(n):
+            (size,) = unpack(data, pos)
+            pos += 4
+            if size == -1:
+                append(None)
+                continue
+            if size < 0 or pos + size > end:
+                return _d_bind_checked(data)
+            append(data[pos:pos + size])
+            pos += size
+        (nr,) = _I16.unpack_from(data, pos)
+        rformats = _i16s_at(nr, data, pos + 2)
+        if pos + 2 + 2 * nr != end:
+            return _d_bind_checked(data)
+        return m.Bind(data[:p0].decode("utf-8", "surrogateescape"), data[p0 + 1:p1].decode("utf-8", "surrogateescape"),
+                      pformats, tuple(params), rformats)
+    except (ValueError, struct.error):
+        return _d_bind_checked(data)
+
+
+def _i16s_at(n: int, data: bytes, pos: int) -> tuple[int, ...]:
+    if n < 0:
+        raise ValueError("negative count")
+    return _I16.unpack_from(data, pos) if n == 1 else () if n == 0 else struct.unpack_from(f"!{n}h", data, pos)
+
+
+
+
+def _d_bind_checked(data: bytes) -> m.Bind:
     c = _Cursor(data, "Bind")
     portal = c.cstring()
     statement = c.cstring()
@@ -414,6 +460,12 @@ def _d_bind(data: bytes) -> m.Bind:
 
 
 def _d_describe(data: bytes) -> m.Describe:
+    if len(data) >= 2 and data[0] in (0x53, 0x50) and data.find(b"\0", 1) == len(data) - 1:
+        return m.Describe(chr(data[0]), data[1:-1].decode("utf-8", "surrogateescape"))
+    return _d_describe_checked(data)
+
+
+def _d_describe_checked(data: bytes) -> m.Describe:
     c = _Cursor(data, "Describe")
     kind = _kind_sp(c)
     name = c.cstring()
@@ -430,6 +482,16 @@ def _d_close(data: bytes) -> m.Close:
 
 
 def _d_execute(data: bytes) -> m.Execute:
+    nul = data.find(b"\0")
+    if nul >= 0 and nul + 5 == len(data):
+        try:
+            return m.Execute(data[:nul].decode("utf-8", "surrogateescape"), _I32.unpack_from(data, nul + 1)[0])
+        except ValueError:
+            pass
+    return _d_execute_checked(data)
+
+
+def _d_execute_checked(data: bytes) -> m.Execute:
     c = _Cursor(data, "Execute")
     portal = c.cstring()
     max_rows = c.int32()

@@ -119,7 +119,8 @@ class _Stmt:
     plan: StatementPlan | None
     columns: tuple[m.FieldDescription, ...] | None = None  # None: not described yet; (): NoData
     screens: dict[tuple[int, ...], ResultScreen] = field(default_factory=dict)
-    described: dict[tuple[int, tuple[ColumnInfo, ...]], ResultScreen] = field(default_factory=dict)
+    # (catalog generation, a portal's RowDescription bytes) → its screen and the renamed description to send
+    described: dict[tuple[int, bytes], tuple[ResultScreen, bytes | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -253,6 +254,28 @@ class _ExecCtx:
         return self.portal.stmt.plan
 
 
+class _Registered:
+    """The context of a Parse or Bind: the statement or portal it put under ``name``, and what the name
+    held before. PostgreSQL keeps the old one when it refuses or skips the message (a portal name taken
+    inside a transaction, an error earlier in the pipeline), so :meth:`undo` puts it back: the proxy's
+    screen for a name is always the one for what PostgreSQL runs under it."""
+
+    __slots__ = ("entry", "name", "previous", "table")
+
+    def __init__(self, table: dict, name: str, entry: object, previous: object | None) -> None:
+        self.table = table
+        self.name = name
+        self.entry = entry
+        self.previous = previous
+
+    def undo(self) -> None:
+        if self.table.get(self.name) is self.entry:
+            if self.previous is None:
+                del self.table[self.name]
+            else:
+                self.table[self.name] = self.previous
+
+
 class _DescCtx:
     __slots__ = ("portal", "stmt")
 
@@ -266,6 +289,7 @@ class _DescCtx:
 
 
 _IDLE = b"Z\0\0\0\x05I"  # ReadyForQuery, idle
+_SHAPE_AT_RUN_TIME = frozenset({"FETCH", "EXECUTE"})  # statements whose result is another's (see _bind)
 _WRAPPED_SYNC = object()  # the context of the Sync of a batch sent inside READ ONLY
 _BATCHED = frozenset((_P, _B, _D, _E))  # what a batch held back for READ ONLY may hold before its Sync
 _BATCH_MAX = 64  # messages held back at most
@@ -585,10 +609,13 @@ class ProxyConnection:
             return
         self._forget_names(verdict)
         plans = verdict.plans
-        self._stmts[msg.name] = _Stmt(msg.query, verdict, plans[0] if plans else None)
+        stmt = _Stmt(msg.query, verdict, plans[0] if plans else None)
+        # PostgreSQL drops the unnamed statement before parsing a new one, even one that then fails
+        undo = _Registered(self._stmts, msg.name, stmt, None if msg.name == "" else self._stmts.get(msg.name))
+        self._stmts[msg.name] = stmt
         text = verdict.text_for_upstream(msg.query)
         data = _frame(_P, payload) if text is msg.query else encode(m.Parse(msg.name, text, msg.param_types))
-        self._push(_P, None, data)
+        self._push(_P, undo, data)
 
     def _collect(self, kind: int, payload: bytes) -> None:
         """A message after an unnamed Parse that needs approval: collected until Sync makes it a Hold."""
@@ -618,7 +645,10 @@ class ProxyConnection:
                                      "exist (or was refused)"))
             return
         portal = _Portal(stmt, msg.result_formats)
-        if stmt.columns is not None:
+        # FETCH and EXECUTE return what the cursor or prepared statement they name returns *when they run*:
+        # a description of the statement from before (Describe S) may be stale, so their portal is described
+        # afresh (PostgreSQL raises "cached plan must not change result type" for queries, not for these)
+        if stmt.columns is not None and (stmt.plan is None or stmt.plan.command_tag not in _SHAPE_AT_RUN_TIME):
             try:
                 portal.screen = self._screen_for(stmt, msg.result_formats)
             except ResultShapeMismatch as exc:
@@ -626,8 +656,9 @@ class ProxyConnection:
                 self._refuse(_B, m.error_from(exc))
                 return
             portal.described = True
+        undo = _Registered(self._portals, msg.portal, portal, self._portals.get(msg.portal))
         self._portals[msg.portal] = portal
-        self._push(_B, None, _frame(_B, payload))
+        self._push(_B, undo, _frame(_B, payload))
         if not portal.described:
             # Learn the result's shape before any row arrives: describe the portal, read, drop the reply.
             self.queue.inject(_D)
@@ -769,8 +800,16 @@ class ProxyConnection:
                     run = -1
                 before = len(q)
                 forward, emit = self._backend(kind, view, start, end, head)
-                for _ in range(before - len(q)):
-                    ctxq.popleft()
+                if kind == _ERROR:
+                    # the failed message and every one PostgreSQL now skips up to Sync: a Parse or Bind
+                    # among them registered nothing upstream, so the name means what it meant before
+                    gone = [ctxq.popleft() for _ in range(before - len(q))]
+                    for ctx in reversed(gone):
+                        if type(ctx) is _Registered:
+                            ctx.undo()
+                else:
+                    for _ in range(before - len(q)):
+                        ctxq.popleft()
                 if self._withholding and kind != _READY:
                     continue
                 if kind == _READY:
@@ -915,7 +954,7 @@ class ProxyConnection:
             if type(head) is _QueryCtx:
                 forward = self._query_description(head, body, forward)
             else:
-                forward = self._row_description(head, decode_backend(kind, body), forward)  # type: ignore[arg-type]
+                forward = self._row_description(head, body, forward)
         elif kind == _ROW:
             limit = getattr(head, "limit", None)
             if forward and limit is not None and self._over_limit(head, limit):
@@ -1002,7 +1041,18 @@ class ProxyConnection:
             return False
         return True if hit[3] is None else hit[3]
 
-    def _row_description(self, head: object, desc: m.RowDescription, forward: bool) -> bool | bytes:
+    def _row_description(self, head: object, body: memoryview, forward: bool) -> bool | bytes:
+        if type(head) is _DescCtx and head.stmt is None and head.portal is not None \
+                and head.portal.stmt.columns is not None:
+            # libpq describes the portal of every execution of a prepared statement: the same description
+            # bytes under the same catalog generation give the same screen, found without decoding them
+            portal = head.portal
+            hit = portal.stmt.described.get((getattr(self.engine, "screen_generation", 0), bytes(body)))
+            if hit is not None:
+                portal.screen = hit[0]
+                portal.described = True
+                return (True if hit[1] is None else hit[1]) if forward else False
+        desc: m.RowDescription = decode_backend(_ROWDESC, body)  # type: ignore[assignment]
         try:
             if type(head) is _QueryCtx:
                 screen = self.engine.screen(head.plan, _columns(desc.fields))
@@ -1016,17 +1066,14 @@ class ProxyConnection:
                 assert screen is not None
             elif type(head) is _DescCtx and head.portal is not None:
                 portal = head.portal
-                # libpq describes the portal of every execution of a prepared statement: its screen is
-                # built once per (catalog generation, description) and reused
-                cols = tuple(_columns(desc.fields))
-                key = (getattr(self.engine, "screen_generation", 0), cols)
+                # its screen is built once per (catalog generation, description bytes) and reused (above)
+                screen = self.engine.screen(portal.stmt.plan, tuple(_columns(desc.fields)))
+                renamed = _renamed(desc, screen.column_names)
                 described = portal.stmt.described
-                screen = described.get(key)
-                if screen is None:
-                    screen = self.engine.screen(portal.stmt.plan, cols)
-                    if len(described) >= 16:
-                        described.clear()
-                    described[key] = screen
+                if len(described) >= 16:
+                    described.clear()
+                described[(getattr(self.engine, "screen_generation", 0), bytes(body))] = (
+                    screen, None if renamed is None else encode(renamed))
                 portal.screen = screen
                 portal.described = True
                 if portal.stmt.columns is None:
