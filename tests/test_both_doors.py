@@ -22,6 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 from psycopg.types.string import TextLoader
 
 from support.demo import demo_process
+from support.wire import journal_records
 
 RAW = ("4111111111111111", "5500005555555559", "ada@example.org", "078-05-1120")
 CASES = [
@@ -88,7 +89,7 @@ def test_both_doors_leave_the_same_audit_record(demo) -> None:
     _wire(demo, sql)
     asyncio.run(_mcp_all(demo, [sql]))
     journal = Path(json.loads(Path(demo["ready_file"]).read_text())["config"]).parent / "journal"
-    records = [json.loads(line) for f in sorted(journal.glob("journal-*.jsonl")) for line in f.read_text().splitlines()]
+    records = journal_records(journal)
     spans = [r["body"]["attributes"] for r in records if r["kind"] == "span"
              and r["body"]["attributes"].get("pgwarden.record") == "statement"
              and r["body"]["attributes"].get("db.query.text") == sql]

@@ -180,3 +180,15 @@ class RawClient:
     def close(self) -> None:
         with __import__("contextlib").suppress(OSError):
             self.sock.close()
+
+
+def journal_records(journal_dir: Path) -> list[dict]:
+    """Every complete record of a journal a running gateway may be appending to: a line still being
+    written (no newline yet) is left for the next read."""
+    import json
+
+    out = []
+    for f in sorted(Path(journal_dir).glob("journal-*.jsonl")):
+        *lines, _tail = f.read_bytes().split(b"\n")
+        out.extend(json.loads(line) for line in lines if line)
+    return out

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from pgwarden.audit import result_digest
-from support.wire import Keys, RawClient, RunningProxy, config_data
+from support.wire import Keys, RawClient, RunningProxy, config_data, journal_records
 
 # g % 97: an e-mail address; g % 89: a card number; g % 83: a card-shaped number that fails Luhn (a gate
 # hit the detectors reject: the row must come through unchanged); everything else a plain label. Row 1
@@ -51,8 +51,7 @@ def gated(cases_db_module: str, tmp_path_factory, keys: Keys):
 
 def _statement_records(directory: Path, marker: str) -> list[dict]:
     """The statement records whose text (as journaled: the card in it redacted) holds ``marker``."""
-    records = [json.loads(line) for f in sorted((directory / "journal").glob("journal-*.jsonl"))
-               for line in f.read_text().splitlines()]
+    records = journal_records(directory / "journal")
     return [r["body"]["attributes"] for r in records if r["kind"] == "span"
             and r["body"]["attributes"].get("pgwarden.record") == "statement"
             and marker in r["body"]["attributes"].get("db.query.text", "")]

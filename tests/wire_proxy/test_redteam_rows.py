@@ -22,7 +22,7 @@ from pgwarden.audit import result_digest
 from pgwarden.policy.detectors import Detector
 from pgwarden.wire_proxy import Bind, Describe, Execute, Parse, Sync
 from support.cases import load_public_cases
-from support.wire import Keys, RawClient, RunningProxy, config_data
+from support.wire import Keys, RawClient, RunningProxy, config_data, journal_records
 
 CARD = "4111111111111111"
 CARD_GROUPED = "4111 1111 1111 1111"
@@ -68,8 +68,7 @@ def rt(rt_db: str, tmp_path_factory, keys: Keys):
 
 def _records(directory: Path, marker: str) -> list[dict]:
     """Statement records whose query text holds ``marker``."""
-    records = [json.loads(line) for f in sorted((directory / "journal").glob("journal-*.jsonl"))
-               for line in f.read_text().splitlines()]
+    records = journal_records(directory / "journal")
     return [r["body"]["attributes"] for r in records if r["kind"] == "span"
             and r["body"]["attributes"].get("pgwarden.record") == "statement"
             and marker in r["body"]["attributes"].get("db.query.text", "")]

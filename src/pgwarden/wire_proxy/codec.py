@@ -23,6 +23,7 @@ CommandComplete, ErrorResponse, ReadyForQuery…) from ``memoryview(buf)[start +
 
 from __future__ import annotations
 
+import os
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -234,13 +235,14 @@ class StartupReader:
 # relay scanner
 
 
-def scan(
+def scan_pure(
     buf: bytes | bytearray | memoryview,
     start: int = 0,
     end: int | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
 ) -> tuple[list[tuple[int, int, int]], int]:
-    """Find the complete messages in ``buf[start:end]`` without copying.
+    """Find the complete messages in ``buf[start:end]`` without copying (:func:`scan` is this, compiled
+    when the optional ``_scan`` module is built).
 
     Returns ``(spans, consumed)``: one ``(type, start, end)`` per complete message, offsets into ``buf``
     (the body is ``buf[start + 5:end]``), and ``consumed``, the number of bytes from ``start`` those
@@ -270,6 +272,35 @@ def _bad_length(length: int, limit: int) -> None:
     if length < 4:
         raise ProtocolViolation("bad_length", f"message length {length} is below 4")
     raise MessageTooLarge(length, limit)
+
+
+def _compiled_scanner() -> Callable[..., tuple[list[tuple[int, int, int]], int]] | None:
+    if os.environ.get("PGWARDEN_PURE_SCANNER"):
+        return None
+    try:
+        from ._scan import scan as compiled  # built by scripts/build_scanner.py (make), optional
+    except ImportError:
+        return None
+    return compiled
+
+
+_COMPILED = _compiled_scanner()
+#: which relay scanner runs: "compiled" (the optional _scan module) or "pure-python"
+SCANNER = "compiled" if _COMPILED is not None else "pure-python"
+
+if _COMPILED is not None:
+    _compiled = _COMPILED
+
+    def scan(
+        buf: bytes | bytearray | memoryview,
+        start: int = 0,
+        end: int | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> tuple[list[tuple[int, int, int]], int]:
+        """:func:`scan_pure`, compiled: the same spans and the same errors."""
+        return _compiled(buf, start, end, max_message_size, _bad_length)
+else:
+    scan = scan_pure
 
 
 # --------------------------------------------------------------------------------------------------
