@@ -118,10 +118,8 @@ def _upstream_states(dsn: str) -> list[str]:
 # ---- breach: SET TRANSACTION READ WRITE inside the text lifts the proxy's READ ONLY -------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="breach: 'SET TRANSACTION READ WRITE' is a harmless TRANSACTION-class SET to "
-                   "the analysis (tag SET, not in _TXN_TAGS), so the text is wrapped; run first in the proxy's "
-                   "BEGIN READ ONLY block (no snapshot taken yet) it makes the block read-write, and the hidden "
-                   "write of an allowed function runs and commits without the approval writes need")
+# Fixed: the proxy's block starts "BEGIN READ ONLY; SELECT" — the snapshot taken makes PostgreSQL refuse
+# SET TRANSACTION READ WRITE inside it ("must be set before any query").
 @pytest.mark.parametrize("door", ["simple", "extended"])
 def test_set_transaction_read_write_lifts_the_wrap(rw, keys: Keys, door: str) -> None:
     proxy, dsn = rw

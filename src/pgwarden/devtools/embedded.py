@@ -25,6 +25,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -154,9 +155,32 @@ def stop_embedded(directory: str | os.PathLike[str], *, bin_dir: str | os.PathLi
     running = _running(pgdata)
     if running is None:
         return
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_os_user(), cwd=pgdata.parent, timeout=70)
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_os_user(), cwd=pgdata.parent, timeout=70)
+    except subprocess.CalledProcessError:
+        # A Ctrl-C at a terminal reaches the server too (same process group): it may have shut down on its
+        # own between the check above and pg_ctl, which then finds no server. Stopped is what was asked.
+        if _alive(pgdata):
+            raise
     if running.socket_dir != pgdata.parent / "socket":  # the short fallback made by start_embedded()
         shutil.rmtree(running.socket_dir, ignore_errors=True)
+
+
+def _alive(pgdata: Path) -> bool:
+    """A postmaster of ``pgdata`` still runs (its pid file names a live process), ready or not."""
+    for _ in range(50):
+        try:
+            pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        time.sleep(0.1)  # shutting down: give it a moment to finish
+    return True
 
 
 def _running(pgdata: Path) -> EmbeddedPostgres | None:

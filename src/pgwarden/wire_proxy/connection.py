@@ -289,6 +289,9 @@ class _DescCtx:
 
 
 _IDLE = b"Z\0\0\0\x05I"  # ReadyForQuery, idle
+# The empty SELECT takes the transaction's first snapshot, after which PostgreSQL refuses SET TRANSACTION
+# READ WRITE ("must be set before any query"): the client's text cannot lift the block it runs in.
+_BEGIN_READ_ONLY = b"BEGIN READ ONLY; SELECT"
 _SHAPE_AT_RUN_TIME = frozenset({"FETCH", "EXECUTE"})  # statements whose result is another's (see _bind)
 _WRAPPED_SYNC = object()  # the context of the Sync of a batch sent inside READ ONLY
 _BATCHED = frozenset((_P, _B, _D, _E))  # what a batch held back for READ ONLY may hold before its Sync
@@ -411,7 +414,7 @@ class ProxyConnection:
         if unwrapped or not self._batch_wraps(batch):
             self._pending.extend(batch)
             return
-        self._inject_query(b"BEGIN READ ONLY")
+        self._inject_query(_BEGIN_READ_ONLY)
         for kind, payload in batch[:-1]:
             self._client_frame(kind, payload)
         self._push(_S, _WRAPPED_SYNC, _frame(_S, batch[-1][1]))
@@ -531,7 +534,7 @@ class ProxyConnection:
         text = verdict.text_for_upstream(sql)
         if self._wraps(verdict):
             ctx.wrapped = True
-            self._inject_query(b"BEGIN READ ONLY")
+            self._inject_query(_BEGIN_READ_ONLY)
             self._push(_Q, ctx, _frame(_Q, payload) if text is sql else encode(m.Query(text)))
             self._inject_query(b"COMMIT")  # in a failed block PostgreSQL answers it ROLLBACK, no error
             return
@@ -951,7 +954,9 @@ class ProxyConnection:
         step = q.backend_message(kind, body if kind == _READY else None)
         forward: bool | bytes = step.forward
         if kind == _ROWDESC:
-            if type(head) is _QueryCtx:
+            if head is None and forward is False:
+                pass  # the reply to a query of the proxy's own (the snapshot of _BEGIN_READ_ONLY): dropped
+            elif type(head) is _QueryCtx:
                 forward = self._query_description(head, body, forward)
             else:
                 forward = self._row_description(head, body, forward)
