@@ -16,11 +16,15 @@ Breaches (xfail strict, each asserts the secure behaviour):
   proxy's READ ONLY block read-write before any snapshot: the hidden write commits unapproved;
 * shapes the proxy never wraps — transaction control in the text (``BEGIN; … COMMIT``, ``END; …``), a
   Flush, a batch over 64 messages, a batch pipelined behind other work — let the same hidden write run;
-* the proxy never forgets portals when PostgreSQL drops them (end of transaction, ROLLBACK TO, its own
-  COMMIT): a portal an allowed plpgsql function OPENs under a dead portal's name runs under the stale
-  passthrough screen, detector findings unredacted;
-* an error of the proxy's own COMMIT (a WITH HOLD cursor materialised there) is dropped: the client is
-  told its statement succeeded.
+
+Fixed since (tests kept below):
+
+* the proxy never forgot portals when PostgreSQL drops them (end of transaction, ROLLBACK TO, its own
+  COMMIT, a function that CLOSEs one): a portal an allowed plpgsql function OPENs under a dead portal's
+  name ran under the stale passthrough screen, detector findings unredacted — a portal executed after
+  anything else ran upstream is now described again and confirmed against its plan;
+* an error of the proxy's own COMMIT (a WITH HOLD cursor materialised there) was dropped: the client was
+  told its statement succeeded — the client's ReadyForQuery is now the COMMIT's, and its error comes with it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ CREATE FUNCTION public.rw_sneaky() RETURNS int LANGUAGE sql VOLATILE
   AS $$ DELETE FROM public.rw_ledger WHERE id = 3 RETURNING 1 $$;
 CREATE FUNCTION public.rw_open(c refcursor) RETURNS refcursor LANGUAGE plpgsql
   AS $$ BEGIN OPEN c FOR SELECT card, mail FROM public.rw_secrets ORDER BY id; RETURN c; END $$;
+CREATE FUNCTION public.rw_swap(c refcursor) RETURNS refcursor LANGUAGE plpgsql
+  AS $$ BEGIN CLOSE c; OPEN c FOR SELECT card, mail FROM public.rw_secrets ORDER BY id; RETURN c; END $$;
 ANALYZE;
 """
 
@@ -68,7 +74,7 @@ def rw(rw_db: str, tmp_path_factory, keys: Keys):
             rule["approval"] = {"required_for": ["write"], "approvers": ["dba"]}
             rule["max_rows"] = 5
         if rule["name"] == "ai-agents":
-            rule["functions"] = {"allow": ["public.rw_open"]}
+            rule["functions"] = {"allow": ["public.rw_open", "public.rw_swap"]}
             rule["max_rows"] = 5
     data["masking"]["columns"].append({"column": "public.rw_secrets.hidden", "strategy": "redact"})
     p = RunningProxy(data, directory)
@@ -181,11 +187,6 @@ def test_unwrapped_shapes_dodge_the_write_approval(rw, keys: Keys, how: str) -> 
 # ---- breach: a portal name the proxy keeps after PostgreSQL dropped it ---------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="breach: _portals is never cleared when a transaction ends (or ROLLBACK TO "
-                   "drops portals of the subtransaction, or the proxy's own COMMIT ends a wrapped batch), so the "
-                   "proxy keeps a dead portal's passthrough screen under its name; a cursor an allowed plpgsql "
-                   "function OPENs under that name (refcursor) is then Executed under the stale screen: card "
-                   "numbers and e-mail addresses reach the client unredacted")
 @pytest.mark.parametrize("how", ["implicit-transaction", "rollback-to-savepoint", "wrapped-batch"])
 def test_stale_portal_name_reused_by_a_cursor_the_proxy_never_saw(rw, keys: Keys, how: str) -> None:
     proxy, _ = rw
@@ -208,6 +209,45 @@ def test_stale_portal_name_reused_by_a_cursor_the_proxy_never_saw(rw, keys: Keys
         c.close()
     text = b"".join(_rows(out)).decode("utf-8", "replace")
     assert CARD not in text and EMAIL not in text, "detector-findable values went out unscreened"
+    assert any("C22000" in e or "CXX000" in e for e in _errors(out)), _errors(out)
+
+
+def test_portal_closed_and_reopened_by_a_function_in_the_same_transaction(rw, keys: Keys) -> None:
+    """No transaction boundary at all: an allowed function CLOSEs a live portal and OPENs another query
+    under its name; the next Execute of the name must not run under the old portal's screen."""
+    proxy, _ = rw
+    c = RawClient(proxy.port, keys.token())
+    try:
+        assert not _errors(c.query("BEGIN"))
+        assert not _errors(_sync(c, Parse("h", "SELECT 1::int4 AS x"), Bind("p", "h", (), (), ()),
+                                 Execute("p", 1)))
+        assert not _errors(c.query("SELECT public.rw_swap('p')"))
+        out = _sync(c, Execute("p", 0))
+        c.query("ROLLBACK")
+    finally:
+        c.close()
+    text = b"".join(_rows(out)).decode("utf-8", "replace")
+    assert CARD not in text and EMAIL not in text
+    assert any("C22000" in e or "CXX000" in e for e in _errors(out)), _errors(out)
+
+
+def test_a_dead_portal_executed_gets_postgresqls_error(rw, keys: Keys) -> None:
+    """The implicit transaction ended, so PostgreSQL dropped the portal: the re-Describe the proxy sends fails
+    and the client hears why, instead of an Execute that silently did nothing."""
+    proxy, _ = rw
+    c = RawClient(proxy.port, keys.token())
+    try:
+        assert not _errors(_sync(c, Parse("h", "SELECT 1::int4 AS x"), Bind("p", "h", (), (), ()),
+                                 Execute("p", 0)))
+        assert not _errors(c.query("SELECT 2"))
+        out = _sync(c, Execute("p", 0))
+        assert [e.split("\0")[2] for e in _errors(out)] == ["C34000"], _errors(out)
+        assert _ready(out) == [b"I"]
+        # and a portal executed again with nothing in between needs no second look
+        out = _sync(c, Bind("q", "h", (), (), ()), Execute("q", 1), Execute("q", 1))
+        assert not _errors(out) and len(_rows(out)) == 1
+    finally:
+        c.close()
 
 
 # ---- what held -------------------------------------------------------------------------------------------
@@ -312,10 +352,6 @@ def test_named_statement_and_portal_names_after_failures(rw, keys: Keys) -> None
 
 
 
-@pytest.mark.xfail(strict=True, reason="breach (reply integrity): the proxy drops every reply of its own COMMIT, "
-                   "an ErrorResponse too; a WITH HOLD cursor is materialised at COMMIT, so its hidden write fails "
-                   "there (25006) and the block rolls back, yet the client was told DECLARE CURSOR succeeded and "
-                   "its cursor then does not exist")
 def test_an_error_of_the_proxys_commit_reaches_the_client(rw, keys: Keys) -> None:
     proxy, dsn = rw
     c = _dba(proxy, keys)

@@ -131,6 +131,9 @@ class _Portal:
     described: bool = False  # its result shape is known (screen None then means: no rows)
     returned: int = 0  # rows sent to the client, over all its Executes (max_rows counts per portal)
     cut_told: bool = False  # the client was told (on a PortalSuspended) that this portal's result was cut
+    # the session's run count (ProxyConnection._ran) when this portal was last known to be what the proxy
+    # thinks it is: bound or described here with nothing run upstream since (see _execute)
+    checked: int = -1
 
 
 class _Tap:
@@ -277,11 +280,12 @@ class _Registered:
 
 
 class _DescCtx:
-    __slots__ = ("portal", "stmt")
+    __slots__ = ("portal", "stmt", "surface")
 
-    def __init__(self, stmt: _Stmt | None, portal: _Portal | None) -> None:
+    def __init__(self, stmt: _Stmt | None, portal: _Portal | None, surface: bool = False) -> None:
         self.stmt = stmt
         self.portal = portal
+        self.surface = surface  # a Describe of the proxy's own whose error the client must see (see _execute)
 
     @property
     def plan(self) -> StatementPlan | None:
@@ -294,6 +298,7 @@ _IDLE = b"Z\0\0\0\x05I"  # ReadyForQuery, idle
 _BEGIN_READ_ONLY = b"BEGIN READ ONLY; SELECT"
 _SHAPE_AT_RUN_TIME = frozenset({"FETCH", "EXECUTE"})  # statements whose result is another's (see _bind)
 _WRAPPED_SYNC = object()  # the context of the Sync of a batch sent inside READ ONLY
+_WRAP_COMMIT = object()  # the context of the COMMIT that ends the proxy's READ ONLY block
 _BATCHED = frozenset((_P, _B, _D, _E))  # what a batch held back for READ ONLY may hold before its Sync
 _BATCH_MAX = 64  # messages held back at most
 _TXN_TAGS = frozenset({"BEGIN", "START TRANSACTION", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE",
@@ -347,6 +352,9 @@ class ProxyConnection:
         self._ubuf = bytearray()
         self._stmts: dict[str, _Stmt] = {}
         self._portals: dict[str, _Portal] = {}
+        # statements sent upstream that could run user code (Query, Execute): a portal can change under
+        # its name only while one runs (a function may CLOSE it and OPEN a cursor of that name)
+        self._ran = 0
         self.to_upstream: list[bytes] = []
         self.to_client: list[bytes] = []
         self.held: Hold | None = None
@@ -418,7 +426,7 @@ class ProxyConnection:
         for kind, payload in batch[:-1]:
             self._client_frame(kind, payload)
         self._push(_S, _WRAPPED_SYNC, _frame(_S, batch[-1][1]))
-        self._inject_query(b"COMMIT")  # in a failed block PostgreSQL answers it ROLLBACK, no error
+        self._inject_query(b"COMMIT", _WRAP_COMMIT)  # in a failed block PostgreSQL answers ROLLBACK, no error
         # Both simple Queries drop the unnamed statement upstream: a later Bind of it is refused here (26000)
         # rather than upstream
         self._stmts.pop("", None)
@@ -492,6 +500,8 @@ class ProxyConnection:
             self._ctx.append(ctx)
         if step.forward and data is not None:
             self.to_upstream.append(data)
+            if kind == _Q or kind == _E:
+                self._ran += 1
         for msg in step.emit:
             self.to_client.append(encode(msg))
 
@@ -536,7 +546,7 @@ class ProxyConnection:
             ctx.wrapped = True
             self._inject_query(_BEGIN_READ_ONLY)
             self._push(_Q, ctx, _frame(_Q, payload) if text is sql else encode(m.Query(text)))
-            self._inject_query(b"COMMIT")  # in a failed block PostgreSQL answers it ROLLBACK, no error
+            self._inject_query(b"COMMIT", _WRAP_COMMIT)  # in a failed block PostgreSQL answers ROLLBACK, no error
             return
         self._push(_Q, ctx, _frame(_Q, payload) if text is sql else encode(m.Query(text)))
 
@@ -555,10 +565,13 @@ class ProxyConnection:
             return False
         return not any(p.command_tag in _TXN_TAGS for p in verdict.plans)
 
-    def _inject_query(self, sql: bytes) -> None:
-        """A Query of the proxy's own, answered upstream and dropped (ReplyQueue.inject)."""
+    def _inject_query(self, sql: bytes, ctx: object = None) -> None:
+        """A Query of the proxy's own, answered upstream and dropped (ReplyQueue.inject) — but for the
+        COMMIT that ends a READ ONLY block (``_WRAP_COMMIT``), whose error and ReadyForQuery the client gets:
+        a WITH HOLD cursor or a deferred constraint does its work at COMMIT, and may fail there."""
         self.queue.inject(_Q)
-        self._ctx.append(None)
+        self._ctx.append(ctx)
+        self._ran += 1
         self.to_upstream.append(_frame(_Q, sql + b"\0"))
 
     def _forget_names(self, verdict: Verdict) -> None:
@@ -583,6 +596,7 @@ class ProxyConnection:
         and a ReadyForQuery, then go on with what the client sent meanwhile."""
         hold = self.held
         self.held = None
+        self._ran += 1  # the released statement ran upstream
         if hold is not None and hold.extended is not None:
             replies = extended_replies(hold.extended, replies)
         for msg in replies:
@@ -662,6 +676,7 @@ class ProxyConnection:
         undo = _Registered(self._portals, msg.portal, portal, self._portals.get(msg.portal))
         self._portals[msg.portal] = portal
         self._push(_B, undo, _frame(_B, payload))
+        portal.checked = self._ran
         if not portal.described:
             # Learn the result's shape before any row arrives: describe the portal, read, drop the reply.
             self.queue.inject(_D)
@@ -710,8 +725,19 @@ class ProxyConnection:
             self._refuse(_E, m.error("ERROR", "34000", f"pgwarden: portal {msg.portal!r} does not exist"))
             return
         self._forget_names(portal.stmt.verdict)
+        if portal.checked != self._ran:
+            # Something ran upstream since this portal was bound or described: PostgreSQL may have dropped
+            # it (end of transaction, ROLLBACK TO) and an allowed function may have OPENed a cursor under
+            # its name, or CLOSEd it and opened another. Its description is asked again and confirmed
+            # against the plan before a row is read (a contradiction withholds the result; PostgreSQL's
+            # error, if the portal is gone, reaches the client).
+            portal.described = False
+            self.queue.inject(_D)
+            self._ctx.append(_DescCtx(None, portal, surface=True))
+            self.to_upstream.append(encode(m.Describe("P", msg.portal)))
         record = self.engine.open_record(portal.stmt.sql, portal.stmt.verdict)
         self._push(_E, _ExecCtx(portal, record), _frame(_E, payload))
+        portal.checked = self._ran
 
     # ---- upstream side ---------------------------------------------------------------------------
 
@@ -987,16 +1013,20 @@ class ProxyConnection:
                     portal.cut_told = True
                     forward = encode(_cut_notice(head.limit)) + _frame(kind, bytes(body))
         elif kind in (_ERROR, _NOTICE):
+            if kind == _ERROR and step.injected_error and (head is _WRAP_COMMIT or getattr(head, "surface", False)):
+                forward = True  # the client's statement failed there (see _inject_query, _execute)
             forward = self._diagnostic(kind, head, body, forward)
         elif kind == _READY:
             if type(head) is _QueryCtx:
                 self._finish_query(head)
                 if head.wrapped and forward is True:
-                    # inside the proxy's READ ONLY block ('T', or 'E' after an error); the COMMIT the proxy
-                    # queued behind it ends the block, so the client is where it was: idle
-                    forward = _IDLE
+                    # inside the proxy's READ ONLY block ('T', or 'E' after an error): the client's
+                    # ReadyForQuery is the COMMIT's, which ends the block and may fail
+                    forward = False
             elif head is _WRAPPED_SYNC and forward is True:
-                forward = _IDLE  # the same, for an extended-protocol batch (_release_batch)
+                forward = False  # the same, for an extended-protocol batch (_release_batch)
+            elif head is _WRAP_COMMIT:
+                forward = _IDLE  # the client is where it was: idle
         elif kind == _COPY_OUT:
             forward = self._copy_out(head, decode_backend(kind, body), forward)  # type: ignore[arg-type]
         elif kind == _COPY_DATA:
