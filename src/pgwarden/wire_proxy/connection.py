@@ -500,7 +500,7 @@ class ProxyConnection:
             self._ctx.append(ctx)
         if step.forward and data is not None:
             self.to_upstream.append(data)
-            if kind == _Q or kind == _E:
+            if kind in (_Q, _E):
                 self._ran += 1
         for msg in step.emit:
             self.to_client.append(encode(msg))
