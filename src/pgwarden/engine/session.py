@@ -145,13 +145,19 @@ class Session:
         self._notices = []
         self._scrub = any(p.scrub_errors for p in verdict.plans)
         wrap = self._wrap_read_only(verdict, conn)
+        if not wrap and self._must_wrap(verdict):
+            raise StatementRefused(verdict.read_only_refused(
+                "around a text that controls transactions itself"
+                if any(p.command_tag in _TXN_TAGS for p in verdict.plans) else "inside an open transaction"))
         results: list[StatementResult] = []
         error: UpstreamError | ResultShapeMismatch | None = None
         timeout_s = (verdict.settings.statement_timeout_ms if verdict.settings else 30_000) / 1000
         try:
             with anyio.fail_after(timeout_s + 0.5):
                 if wrap:
-                    await conn.execute(b"BEGIN READ ONLY")
+                    # the empty SELECT takes the transaction's snapshot, after which PostgreSQL refuses SET
+                    # TRANSACTION READ WRITE: the text cannot lift the block it runs in
+                    await conn.execute(b"BEGIN READ ONLY; SELECT")
                 # Masks substituted inside the statement (policy/_rewrite.py) travel in the verdict's
                 # upstream text; it is sent, never shown or recorded.
                 params = None if parameters is None else [None if p is None else p.encode() for p in parameters]
@@ -359,6 +365,12 @@ class Session:
         if conn.info.transaction_status != pq.TransactionStatus.IDLE:
             return False
         return not any(p.command_tag in _TXN_TAGS for p in verdict.plans)
+
+    def _must_wrap(self, verdict: Verdict) -> bool:
+        # A read that calls user code (functions.allow), under a rule that may write, runs only inside the
+        # READ ONLY block above; where that cannot be opened it is refused (read_only_required).
+        return bool(verdict.settings is not None and verdict.settings.read_only and self.rule is not None
+                    and not self.rule.read_only() and verdict.runs_user_code)
 
     def _upstream_error(self, diag: psycopg.errors.Diagnostic, scrub: bool) -> UpstreamError:
         sqlstate = diag.sqlstate or "XX000"

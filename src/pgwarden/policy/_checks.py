@@ -68,7 +68,7 @@ class StatementCheck(MaskPlanning):
     """All checks of one statement; collects denials, approval triggers and masks."""
 
     __slots__ = ("approvals", "catalog", "checks", "denials", "index", "mask_set", "masks", "memo", "policy",
-                 "raw_origins", "rewriter", "rewrites", "rule", "scrub_errors", "upstream")
+                 "raw_origins", "rewriter", "rewrites", "rule", "scrub_errors", "upstream", "user_code")
 
     def __init__(self, policy: PolicyDocument, checks: RuleChecks, masks: MaskSet, catalog: Catalog,
                  index: int, memo: dict, rewriter: RewritePlanner | None = None):
@@ -87,6 +87,7 @@ class StatementCheck(MaskPlanning):
         self.approvals: list[str] = []
         self.masks: list[MaskAction] = []
         self.scrub_errors = False
+        self.user_code = False  # calls a user function (functions.allow): code the analysis cannot see into
 
     def deny(self, code: str, message: str) -> None:
         self.denials.append(Reason(code, message, self.index))
@@ -389,9 +390,17 @@ class StatementCheck(MaskPlanning):
             # The same calls recur in statement after statement, and checking one means matching
             # dozens of patterns. (Three items: never equal to a relation check's key of four.)
             key = (name, fn, search_path, None, self.catalog.version)
-            found = memo.get(key)
-            if found is None:
+            hit = memo.get(key)
+            if hit is None:
+                before, self.user_code = self.user_code, False
                 found = self._remembered(key, self._function, fn)
+                if key in memo:
+                    memo[key] = (found, self.user_code)  # the denials, and whether it runs user code
+                self.user_code = before or self.user_code
+            else:
+                found = hit[0]
+                if hit[1]:
+                    self.user_code = True
             for code, message in found:
                 self.deny(code, message)
 
@@ -428,9 +437,11 @@ class StatementCheck(MaskPlanning):
             if op.extension or (routine is not None and (routine.extension or routine.language in ("c", "internal"))):
                 continue
             if routine is not None and self._routine_allowed(routine):
+                self.user_code = True
                 continue
             if any(fnmatch.fnmatchcase(op.function, p) for p in rule.functions.allow) and not any(
                     fnmatch.fnmatchcase(op.function, p) for p in rule.functions.deny):
+                self.user_code = True
                 continue
             sig = f"{op.schema}.{op.name}({op.left or 'NONE'}, {op.right})"
             self.deny("function_not_allowed", f"{fn.display} may resolve to user operator {sig}, whose function "
@@ -525,6 +536,7 @@ class StatementCheck(MaskPlanning):
                     self.deny("function_not_allowed", f"{fn.display}() is user code ({others}); user functions "
                               f"can run any SQL, so rule {rule.name!r} must list it under functions.allow")
                 return
+            self.user_code = True
         if fn.schema in (None, "pg_catalog") or (user and all(r.extension for r in user)):
             denial = builtins.function_denial(lname)
             if denial is not None and lname == "set_config" and self._harmless_setting(fn.first_arg):
@@ -541,6 +553,7 @@ class StatementCheck(MaskPlanning):
             return
         if any(fnmatch.fnmatchcase(n, p) for n in qualified or [f"{self.catalog.default_schema(lname)}.{lname}"]
                for p in rule.functions.allow):
+            self.user_code = True
             return
         where = ", ".join(qualified) if qualified else "no schema the catalog knows"
         self.deny("function_not_allowed", f"{fn.display}() is not a built-in function ({where}); user "

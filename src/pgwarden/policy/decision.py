@@ -170,7 +170,8 @@ class Decider:
             if check.approvals:
                 approvals.extend(check.approvals)
             plans.append(StatementPlan(index, st.command_tag, tuple(check.masks) if check.masks else (),
-                                       check.scrub_errors, st.width, check.upstream, check.raw_origins))
+                                       check.scrub_errors, st.width, check.upstream, check.raw_origins,
+                                       check.user_code))
             if not writes and not st.classes.isdisjoint(_WRITING):
                 writes = True
         settings_key = (rule.name, not writes, catalog.search_path, subject)

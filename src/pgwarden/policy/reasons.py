@@ -81,6 +81,8 @@ class ReasonCode(StrEnum):
     # approvals
     APPROVAL_REQUIRED = "approval_required", "55000"
     APPROVAL_NEEDS_SINGLE_STATEMENT = "approval_needs_single_statement", "55000"
+    # the doors
+    READ_ONLY_REQUIRED = "read_only_required", "55000"
 
 
 _BY_CODE = {m.value: m for m in ReasonCode}

@@ -87,6 +87,10 @@ class StatementPlan:
     # column whose RowDescription origin is one of them carries raw values (the rewrite did not
     # take): the result is withheld. The wire proxy checks RowDescription only; DataRows pass as is.
     raw_origins: frozenset[tuple[int, int]] = frozenset()
+    # It calls a user function the rule allows (functions.allow): SQL the analysis cannot see, which may
+    # write although the statement reads. Under a rule that may write, a door runs such a read only inside
+    # a READ ONLY transaction of its own, and refuses it where it cannot (``read_only_required``).
+    user_code: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {"index": self.index, "command_tag": self.command_tag, "width": self.width,
@@ -167,6 +171,22 @@ class Verdict:
     @property
     def allowed(self) -> bool:
         return self.decision is Decision.ALLOW
+
+    @property
+    def runs_user_code(self) -> bool:
+        """A statement of the text calls a user function the rule allows (see StatementPlan.user_code)."""
+        return any(p.user_code for p in self.plans)
+
+    def read_only_refused(self, where: str) -> Verdict:
+        """The denial a door gives this read when it calls user code under a rule that may write and the
+        door cannot run it inside a READ ONLY transaction of its own (``where`` says why not)."""
+        reason = Reason("read_only_required",
+                        f"this read calls a user function, which may write although the analysis sees a read; under a "
+                        f"rule that may write the gateway runs it only inside a READ ONLY transaction of its own, "
+                        f"which it cannot open {where}; send the statement on its own, outside a transaction "
+                        f"block, with nothing pipelined before it")
+        return Verdict(Decision.DENY, self.rule, (reason,), self.plans, self.max_rows, self.settings, None,
+                       self.policy_version)
 
     @property
     def masked_columns(self) -> tuple[str, ...]:

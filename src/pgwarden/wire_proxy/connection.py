@@ -357,6 +357,7 @@ class ProxyConnection:
         self._ran = 0
         self.to_upstream: list[bytes] = []
         self.to_client: list[bytes] = []
+        self._in_block = False  # the messages being handled go inside the proxy's READ ONLY block
         self.held: Hold | None = None
         self._collecting: Collecting | None = None  # an unnamed Parse that needs approval, until Sync
         # an extended-protocol batch held back until its Sync, to be sent inside READ ONLY (see _batch_wraps)
@@ -423,8 +424,12 @@ class ProxyConnection:
             self._pending.extend(batch)
             return
         self._inject_query(_BEGIN_READ_ONLY)
-        for kind, payload in batch[:-1]:
-            self._client_frame(kind, payload)
+        self._in_block = True
+        try:
+            for kind, payload in batch[:-1]:
+                self._client_frame(kind, payload)
+        finally:
+            self._in_block = False
         self._push(_S, _WRAPPED_SYNC, _frame(_S, batch[-1][1]))
         self._inject_query(b"COMMIT", _WRAP_COMMIT)  # in a failed block PostgreSQL answers ROLLBACK, no error
         # Both simple Queries drop the unnamed statement upstream: a later Bind of it is refused here (26000)
@@ -539,10 +544,14 @@ class ProxyConnection:
         if verdict.decision is not Decision.ALLOW:
             self._refuse_verdict(_Q, sql, verdict)
             return
+        wrap = self._wraps(verdict)
+        if not wrap and self._must_wrap(verdict):
+            self._refuse_verdict(_Q, sql, verdict.read_only_refused(self._why_unwrapped(verdict)))
+            return
         self._forget_names(verdict)
         ctx = _QueryCtx(sql, verdict, self.engine.open_record(sql, verdict))
         text = verdict.text_for_upstream(sql)
-        if self._wraps(verdict):
+        if wrap:
             ctx.wrapped = True
             self._inject_query(_BEGIN_READ_ONLY)
             self._push(_Q, ctx, _frame(_Q, payload) if text is sql else encode(m.Query(text)))
@@ -564,6 +573,20 @@ class ProxyConnection:
         if check_queue and not self.queue.idle:
             return False
         return not any(p.command_tag in _TXN_TAGS for p in verdict.plans)
+
+    def _must_wrap(self, verdict: Verdict) -> bool:
+        """A read that calls user code, under a rule that may write, runs only inside the proxy's READ ONLY
+        block: where :meth:`_wraps` cannot wrap it, it is refused (``read_only_required``)."""
+        settings = verdict.settings
+        return bool(self.engine.wrap_reads and settings is not None and settings.read_only
+                    and verdict.runs_user_code)
+
+    def _why_unwrapped(self, verdict: Verdict) -> str:
+        if any(p.command_tag in _TXN_TAGS for p in verdict.plans):
+            return "around a text that controls transactions itself"
+        if self.queue.status in (b"T", b"E"):
+            return "inside the client's transaction"
+        return "behind other work in flight (a pipeline, or an extended-protocol batch it cannot hold back whole)"
 
     def _inject_query(self, sql: bytes, ctx: object = None) -> None:
         """A Query of the proxy's own, answered upstream and dropped (ReplyQueue.inject) — but for the
@@ -723,6 +746,10 @@ class ProxyConnection:
         portal = self._portals.get(msg.portal)
         if portal is None:
             self._refuse(_E, m.error("ERROR", "34000", f"pgwarden: portal {msg.portal!r} does not exist"))
+            return
+        if not self._in_block and self._must_wrap(portal.stmt.verdict):
+            self._refuse_verdict(_E, portal.stmt.sql,
+                                 portal.stmt.verdict.read_only_refused(self._why_unwrapped(portal.stmt.verdict)))
             return
         self._forget_names(portal.stmt.verdict)
         if portal.checked != self._ran:
