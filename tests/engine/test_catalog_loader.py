@@ -203,3 +203,20 @@ def test_public_cases_database(public_cases_db: str) -> None:
     assert cat.resolve_relation(None, "invoices") is None
     assert cat.resolve_relation("billing", "invoices") is not None
     assert cat.resolve_relation(None, "pg_stats").qualified == "pg_catalog.pg_stats"  # type: ignore[union-attr]
+
+
+def test_types_whose_casts_run_user_code(make_db: Callable[[str], str]) -> None:
+    """Both sides of a user cast, and domains whose CHECK (or a base domain's) calls a user function; a
+    CHECK of built-ins only runs no user code."""
+    dsn = make_db("""
+        CREATE FUNCTION ok(text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
+        CREATE DOMAIN checked AS text CHECK (ok(VALUE));
+        CREATE DOMAIN "Over Checked" AS checked;
+        CREATE DOMAIN plain AS text CHECK (length(VALUE) < 10);
+        CREATE TYPE mood AS ENUM ('ok', 'meh');
+        CREATE FUNCTION mood_int(mood) RETURNS int LANGUAGE sql AS 'SELECT 1';
+        CREATE CAST (mood AS int4) WITH FUNCTION mood_int(mood);
+    """)
+    cat = _load(dsn)
+    assert cat.checked_domains == {"public.checked", 'public."Over Checked"'}
+    assert cat.user_cast_types == {"public.checked", 'public."Over Checked"', "public.mood", "integer"}

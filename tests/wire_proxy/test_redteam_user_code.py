@@ -11,8 +11,11 @@ The claims under attack:
   portal's (passthrough) screen.
 
 ``user_code`` is set only where the *text* calls an allowed user function or operator (policy/_checks.py
-``_function`` / ``_operator``). PostgreSQL runs user code in many more places. Breaches (xfail strict, each
-asserts the secure behaviour):
+``_function`` / ``_operator``). PostgreSQL runs user code in many more places. Breaches found (each test
+asserts the secure behaviour; all fixed since — casts are matched by the parser's type names and judged by
+a literal's type, domains whose CHECK calls a user function are in the catalog, ``read_only_required`` is
+checked at Bind, Bind counts as work that may swap a portal, and a parameter declared of a user type makes
+a statement user code):
 
 * a domain's CHECK constraint calling a user function runs on any cast to the domain (``'x'::dom``) or on
   a Bind parameter of the domain type: the analysis sees no function at all (the function need not even be
@@ -198,10 +201,6 @@ _UNSEEN = {
 # ---- breach: a domain CHECK / a user cast is user code the analysis never sees ---------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="breach: a domain CHECK calling a user function, and a user cast reached "
-                   "through '::int4'/'::integer' (_cast compares the parser's 'int4' with format_type's 'integer'), "
-                   "are code the analysis never sees: not user_code, so 'BEGIN; …; COMMIT' is not refused "
-                   "(read_only_required) and the write commits unapproved through the wire proxy")
 @pytest.mark.parametrize("how", list(_UNSEEN))
 def test_wire_hidden_user_code_beside_transaction_control(rt, keys: Keys, how: str) -> None:
     proxy, _, dsn = rt
@@ -215,9 +214,6 @@ def test_wire_hidden_user_code_beside_transaction_control(rt, keys: Keys, how: s
     assert not written, f"{how}: the hidden write committed unapproved ({codes})"
 
 
-@pytest.mark.xfail(strict=True, reason="breach: the same unseen user code (domain CHECK, user cast via "
-                   "'::int4'/'::integer') beside transaction control through the MCP door: Session._must_wrap "
-                   "sees no user_code, the text runs unwrapped, the write commits unapproved")
 @pytest.mark.parametrize("how", list(_UNSEEN))
 def test_mcp_hidden_user_code_beside_transaction_control(rt, keys: Keys, how: str) -> None:
     _, config, dsn = rt
@@ -229,9 +225,6 @@ def test_mcp_hidden_user_code_beside_transaction_control(rt, keys: Keys, how: st
     assert not written, f"{how}: the hidden write committed unapproved through the MCP door ({answer})"
 
 
-@pytest.mark.xfail(strict=True, reason="breach: 'SELECT $1::dom' calls no function to the analysis; Bind of "
-                   "the parameter runs the domain's CHECK (a user function not in functions.allow) inside the "
-                   "client's transaction, unrefused; COMMIT keeps the write")
 def test_wire_domain_typed_bind_parameter_in_the_clients_transaction(rt, keys: Keys) -> None:
     """The text is ``SELECT $1::public.rt_checked``: no function in it; the domain's CHECK runs when Bind
     reads the parameter, inside the client's transaction, which then commits."""
@@ -248,9 +241,6 @@ def test_wire_domain_typed_bind_parameter_in_the_clients_transaction(rt, keys: K
     assert not written, f"the domain CHECK's write committed unapproved ({_codes(r)})"
 
 
-@pytest.mark.xfail(strict=True, reason="breach: under functions.allow ['*'] _checks._cast returns early without "
-                   "setting user_code, so a cast that runs a user cast function beside transaction control is "
-                   "not refused and its write commits unapproved")
 def test_wire_star_rule_cast_is_not_user_code(rt, keys: Keys) -> None:
     """functions.allow ['*']: ``_cast`` matches the user cast to rt_mood and returns before setting
     user_code, so ``BEGIN; SELECT 1::public.rt_mood; COMMIT`` is not refused."""
@@ -270,10 +260,6 @@ def test_wire_star_rule_cast_is_not_user_code(rt, keys: Keys) -> None:
 # ---- breach: code run at Bind, before the Execute that read_only_required guards ---------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="breach: read_only_required is checked only at Execute (_execute); the "
-                   "planner runs an allowed IMMUTABLE function at Bind (constant folding), which calls a "
-                   "VOLATILE writer: Parse+Bind+Sync inside the client's transaction, then COMMIT, and the "
-                   "write stands")
 def test_wire_bind_folds_an_allowed_immutable_function_before_the_refusal(rt, keys: Keys) -> None:
     """``SELECT public.rt_folded()`` is user code (refused at Execute inside the client's transaction), but the
     planner runs the IMMUTABLE function at Bind; it calls the VOLATILE writer. Bind + Sync, then COMMIT."""
@@ -293,10 +279,6 @@ def test_wire_bind_folds_an_allowed_immutable_function_before_the_refusal(rt, ke
 # ---- breach: a portal swapped by code run at Bind is not described again ----------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="breach: _ran counts Query/Execute only, but Bind runs code (the "
-                   "planner folds an IMMUTABLE allowed function): one that CLOSEs portal p and OPENs a cursor "
-                   "under its name at Bind leaves p.checked == _ran, so Execute p is not described again and "
-                   "the secrets' rows pass under the old int4 passthrough screen, detector findings unredacted")
 def test_portal_swapped_at_bind_runs_under_the_stale_screen(rt, keys: Keys) -> None:
     proxy, _, _ = rt
     c = RawClient(proxy.port, keys.token())
@@ -370,19 +352,25 @@ def test_portal_swapped_by_a_query_in_between_is_described_again(rt, keys: Keys)
     assert "XX000" in _codes(out), _errors(out)
 
 
-def test_unseen_user_code_sent_on_its_own_still_fails_read_only(rt, keys: Keys) -> None:
-    """The READ ONLY block itself holds for the unseen code: sent alone (idle, nothing in flight) each text
-    above is wrapped and its write fails with 25006; the breaches are only where the door cannot wrap."""
+def test_unseen_user_code_sent_on_its_own_is_refused(rt, keys: Keys) -> None:
+    """Sent alone, the casts that run user code are now seen by the analysis: a cast to a domain whose CHECK
+    calls a user function, and a cast a user cast function performs, are refused (function_not_allowed,
+    42501) for a rule that does not allow all functions — before anything reaches PostgreSQL. (The READ
+    ONLY block held for them too, before they were seen: 25006.) Literals a cast reads with the type's
+    input function, or that already have the target type, are not concerned."""
     proxy, _, dsn = rt
     c = _dba(proxy, keys)
     try:
-        for sql in ("SELECT 'x'::public.rt_checked", "SELECT mood::int4 FROM public.rt_moods",
-                    "SELECT CAST(mood AS integer) FROM public.rt_moods"):
+        for sql in ("SELECT 'x'::public.rt_checked", "SELECT NULL::public.rt_checked",
+                    "SELECT mood::int4 FROM public.rt_moods", "SELECT CAST(mood AS integer) FROM public.rt_moods",
+                    "SELECT 1::public.rt_mood"):
             r = c.query(sql)
-            assert _codes(r) == ["25006"], sql
+            assert _codes(r) == ["42501"], sql
             assert _ready(r) == [b"I"], sql
         r = _sync(c, Parse("", "SELECT $1::public.rt_checked"), Bind("", "", (), (b"x",), ()), Execute("", 0))
-        assert _codes(r) == ["25006"]
+        assert _codes(r) == ["42501"]
+        for sql in ("SELECT 1::int4", "SELECT '7'::integer", "SELECT 'calm'::public.rt_mood"):
+            assert not _errors(c.query(sql)), sql
     finally:
         c.close()
     assert _ledger(dsn) == 3

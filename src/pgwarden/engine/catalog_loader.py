@@ -136,15 +136,30 @@ WHERE (n.nspname <> 'pg_catalog' OR pn.nspname <> 'pg_catalog') AND NOT pg_catal
 ORDER BY 1, 2, 3, 4
 """
 
-# Type names on both sides of casts whose function is user code (implicit casts run it unseen).
+# Type names whose casts run user code: both sides of casts whose function is user code (implicit casts
+# run it unseen), and domains whose CHECK constraints (or their base domain's) call a function outside
+# pg_catalog — a cast to one, or a parameter of one, runs that function.
 CASTS_SQL = """
-SELECT DISTINCT pg_catalog.format_type(t.oid, NULL)
+WITH RECURSIVE checked(oid) AS (
+    SELECT c.contypid
+    FROM pg_catalog.pg_constraint c
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+         AND d.objid = c.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid
+    JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+    WHERE c.contype = 'c' AND c.contypid <> 0 AND pn.nspname <> 'pg_catalog'
+    UNION
+    SELECT t.oid FROM pg_catalog.pg_type t JOIN checked ON t.typbasetype = checked.oid WHERE t.typtype = 'd'
+)
+SELECT pg_catalog.format_type(t.oid, NULL), 'cast'
 FROM pg_catalog.pg_cast c
 JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc
 JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
 JOIN pg_catalog.pg_type t ON t.oid IN (c.castsource, c.casttarget)
 WHERE pn.nspname <> 'pg_catalog'
-ORDER BY 1
+UNION
+SELECT pg_catalog.format_type(oid, NULL), 'domain' FROM checked
+ORDER BY 1, 2
 """
 
 # One row per function name (functions, procedures, aggregates, window functions): name, schemas.
@@ -238,7 +253,8 @@ def build_catalog(rows: CatalogRows, *, search_path: Sequence[str], version: str
     return merge(builtin_catalog(), relations_from_rows(rows.relations), functions,
                  search_path=search_path, version=version, complete=True,
                  routines=routines_from_rows(rows.routines), operators=operators,
-                 user_cast_types=[row[0] for row in rows.casts])
+                 user_cast_types=[row[0] for row in rows.casts],
+                 checked_domains=[row[0] for row in rows.casts if len(row) > 1 and row[1] == "domain"])
 
 
 def content_digest(rows: CatalogRows, search_path: Sequence[str]) -> str:

@@ -7,6 +7,7 @@ the mask plan. :class:`RuleChecks` holds what each rule's checks work out once. 
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Iterable, Mapping
 
 from . import builtins
@@ -41,6 +42,33 @@ _TEXT_COLUMNS_BY_TABLE: dict[tuple[str, str], list[tuple[str, str]]] = {}
 for (_schema, _table, _column), _kind in builtins.OBJECT_TEXT_COLUMNS.items():
     _TEXT_COLUMNS_BY_TABLE.setdefault((_schema, _table), []).append((_column, _kind))
 _TEXT_SEMANTICS = frozenset({"client_encoding", "standard_conforming_strings", "backslash_quote"})
+# format_type's SQL names of built-in types → the names PostgreSQL's parser gives a cast (``x::integer``
+# and ``CAST(x AS integer)`` both parse to ``int4``)
+_TYPE_ALIASES = {
+    "smallint": "int2", "integer": "int4", "int": "int4", "bigint": "int8", "real": "float4",
+    "double precision": "float8", "float": "float8", "boolean": "bool", "character varying": "varchar",
+    "character": "bpchar", "char": "bpchar", "decimal": "numeric", "dec": "numeric",
+    "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamptz",
+    "time without time zone": "time", "time with time zone": "timetz", "bit varying": "varbit",
+}
+
+
+@functools.lru_cache(maxsize=16)
+def _user_cast_types(types: frozenset[str]) -> dict[str, str]:
+    """The catalog's user-cast type names (format_type's spelling: maybe schema-qualified, quoted, an
+    array) by the name the parser gives a cast to them, lower-cased (matching is case-blind: it can only
+    refuse more)."""
+    out: dict[str, str] = {}
+    for type_name in types:
+        base = type_name
+        while base.endswith("[]"):
+            base = base[:-2]
+        parts = split_identifier(base)  # None for "double precision" and kin: no identifier chain
+        last = (parts[-1] if parts else base).lower()
+        out.setdefault(_TYPE_ALIASES.get(last, last), type_name)
+    return out
+
+
 _READ_ONLY_SETTINGS = frozenset({"default_transaction_read_only", "transaction_read_only",
                                  "session_characteristics.transaction_read_only"})
 
@@ -450,14 +478,22 @@ class StatementCheck(MaskPlanning):
             return
 
     def _cast(self, fn: FunctionCall) -> None:
-        lname = fn.name.lower()
-        for type_name in self.catalog.user_cast_types:
-            if type_name.rsplit(".", 1)[-1].strip('"').lower() == lname:
-                if "*" in self.rule.functions.allow or "*.*" in self.rule.functions.allow:
-                    return
-                self.deny("function_not_allowed", f"a cast to or from type {type_name} runs a user function, which "
-                          f"can run any SQL; rule {self.rule.name!r} must allow functions to use it")
+        lname = _TYPE_ALIASES.get(fn.name.lower(), fn.name.lower())
+        type_name = _user_cast_types(self.catalog.checked_domains).get(lname)
+        if type_name is None:
+            # a literal of the target type needs no cast; a string literal is read by the type's input
+            # function, not converted by a cast (first_arg: the literal's type, None for an expression)
+            if fn.first_arg == "unknown" or fn.first_arg == lname:
                 return
+            type_name = _user_cast_types(self.catalog.user_cast_types).get(lname)
+            if type_name is None:
+                return
+        if "*" in self.rule.functions.allow or "*.*" in self.rule.functions.allow:
+            self.user_code = True
+            return
+        self.deny("function_not_allowed", f"a cast to or from type {type_name} runs a user function (a user cast, "
+                  f"or a domain CHECK that calls one), which can run any SQL; rule {self.rule.name!r} must allow "
+                  "functions to use it")
 
     def _sequence_function(self, fn: FunctionCall, lname: str) -> bool:
         target = self.catalog.resolve_regclass(fn.first_arg) if fn.first_arg is not None else None

@@ -127,6 +127,9 @@ class Catalog:
     routines: Mapping[str, tuple[Routine, ...]] = field(default_factory=dict, repr=False, compare=False)
     operators: Mapping[str, tuple[Operator, ...]] = field(default_factory=dict, repr=False, compare=False)
     user_cast_types: frozenset[str] = frozenset()
+    # Domains whose CHECK (or a base domain's) calls a function outside pg_catalog: converting any value
+    # to one runs it (a subset of user_cast_types).
+    checked_domains: frozenset[str] = frozenset()
 
     @functools.cached_property
     def memo(self) -> dict:
@@ -144,6 +147,7 @@ class Catalog:
             routines=self.routines,
             operators=self.operators,
             user_cast_types=self.user_cast_types,
+            checked_domains=self.checked_domains,
         )
 
     @functools.cached_property
@@ -257,7 +261,7 @@ def split_identifier(text: str) -> list[str] | None:
 def merge(base: Catalog, relations: Iterable[Relation], functions: Mapping[str, Iterable[str]],
           *, search_path: Iterable[str], version: str, complete: bool,
           routines: Iterable[Routine] = (), operators: Iterable[Operator] = (),
-          user_cast_types: Iterable[str] = ()) -> Catalog:
+          user_cast_types: Iterable[str] = (), checked_domains: Iterable[str] = ()) -> Catalog:
     """A snapshot made of ``base`` overlaid with live relations and functions."""
     rels = dict(base.relations)
     for rel in relations:
@@ -280,7 +284,8 @@ def merge(base: Catalog, relations: Iterable[Relation], functions: Mapping[str, 
         complete=complete,
         routines={k: tuple(v) for k, v in by_name.items()},
         operators={k: tuple(v) for k, v in ops.items()},
-        user_cast_types=frozenset(user_cast_types),
+        user_cast_types=frozenset(user_cast_types) | frozenset(checked_domains),
+        checked_domains=frozenset(checked_domains),
     )
 
 

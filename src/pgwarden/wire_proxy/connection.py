@@ -121,6 +121,9 @@ class _Stmt:
     screens: dict[tuple[int, ...], ResultScreen] = field(default_factory=dict)
     # (catalog generation, a portal's RowDescription bytes) → its screen and the renamed description to send
     described: dict[tuple[int, bytes], tuple[ResultScreen, bytes | None]] = field(default_factory=dict)
+    # a parameter declared of a user type (OID past FirstNormalObjectId): a domain's CHECK may run a user
+    # function on it at Bind, which the analysis of the text cannot see
+    user_types: bool = False
 
 
 @dataclass
@@ -298,6 +301,7 @@ _IDLE = b"Z\0\0\0\x05I"  # ReadyForQuery, idle
 _BEGIN_READ_ONLY = b"BEGIN READ ONLY; SELECT"
 _SHAPE_AT_RUN_TIME = frozenset({"FETCH", "EXECUTE"})  # statements whose result is another's (see _bind)
 _WRAPPED_SYNC = object()  # the context of the Sync of a batch sent inside READ ONLY
+_FIRST_NORMAL_OID = 16384  # PostgreSQL's FirstNormalObjectId: OIDs below are built in
 _WRAP_COMMIT = object()  # the context of the COMMIT that ends the proxy's READ ONLY block
 _BATCHED = frozenset((_P, _B, _D, _E))  # what a batch held back for READ ONLY may hold before its Sync
 _BATCH_MAX = 64  # messages held back at most
@@ -574,12 +578,13 @@ class ProxyConnection:
             return False
         return not any(p.command_tag in _TXN_TAGS for p in verdict.plans)
 
-    def _must_wrap(self, verdict: Verdict) -> bool:
+    def _must_wrap(self, verdict: Verdict, user_types: bool = False) -> bool:
         """A read that calls user code, under a rule that may write, runs only inside the proxy's READ ONLY
-        block: where :meth:`_wraps` cannot wrap it, it is refused (``read_only_required``)."""
+        block: where :meth:`_wraps` cannot wrap it, it is refused (``read_only_required``). ``user_types``:
+        the statement was prepared with a parameter of a user type (see _Stmt)."""
         settings = verdict.settings
         return bool(self.engine.wrap_reads and settings is not None and settings.read_only
-                    and verdict.runs_user_code)
+                    and (verdict.runs_user_code or user_types))
 
     def _why_unwrapped(self, verdict: Verdict) -> str:
         if any(p.command_tag in _TXN_TAGS for p in verdict.plans):
@@ -649,7 +654,8 @@ class ProxyConnection:
             return
         self._forget_names(verdict)
         plans = verdict.plans
-        stmt = _Stmt(msg.query, verdict, plans[0] if plans else None)
+        stmt = _Stmt(msg.query, verdict, plans[0] if plans else None,
+                     user_types=any(oid >= _FIRST_NORMAL_OID for oid in msg.param_types))
         # PostgreSQL drops the unnamed statement before parsing a new one, even one that then fails
         undo = _Registered(self._stmts, msg.name, stmt, None if msg.name == "" else self._stmts.get(msg.name))
         self._stmts[msg.name] = stmt
@@ -684,6 +690,11 @@ class ProxyConnection:
             self._refuse(_B, m.error("ERROR", "26000", f"pgwarden: prepared statement {msg.statement!r} does not "
                                      "exist (or was refused)"))
             return
+        if not self._in_block and self._must_wrap(stmt.verdict, stmt.user_types):
+            # refused at Bind, not only at Execute: planning the portal may already run user code (an
+            # IMMUTABLE function folded into a constant, a domain's CHECK on a parameter)
+            self._refuse_verdict(_B, stmt.sql, stmt.verdict.read_only_refused(self._why_unwrapped(stmt.verdict)))
+            return
         portal = _Portal(stmt, msg.result_formats)
         # FETCH and EXECUTE return what the cursor or prepared statement they name returns *when they run*:
         # a description of the statement from before (Describe S) may be stale, so their portal is described
@@ -699,6 +710,7 @@ class ProxyConnection:
         undo = _Registered(self._portals, msg.portal, portal, self._portals.get(msg.portal))
         self._portals[msg.portal] = portal
         self._push(_B, undo, _frame(_B, payload))
+        self._ran += 1  # planning at Bind can run code, which may close and reopen another portal's name
         portal.checked = self._ran
         if not portal.described:
             # Learn the result's shape before any row arrives: describe the portal, read, drop the reply.
@@ -747,7 +759,7 @@ class ProxyConnection:
         if portal is None:
             self._refuse(_E, m.error("ERROR", "34000", f"pgwarden: portal {msg.portal!r} does not exist"))
             return
-        if not self._in_block and self._must_wrap(portal.stmt.verdict):
+        if not self._in_block and self._must_wrap(portal.stmt.verdict, portal.stmt.user_types):
             self._refuse_verdict(_E, portal.stmt.sql,
                                  portal.stmt.verdict.read_only_refused(self._why_unwrapped(portal.stmt.verdict)))
             return

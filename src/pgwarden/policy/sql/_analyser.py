@@ -272,7 +272,10 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
         creates_temp,
         tuple(dict.fromkeys(facts.unknown)) if facts.unknown else (),  # unknown
         (kind not in _QUERIES or facts.missing_where or bool(walker.pins)
-         or (bool(functions) and any(f.name in LITERAL_FUNCTIONS for f in functions))),  # literal_dependent
+         # a cast of a literal is judged by the literal's type (see _checks._cast): noted only where the
+         # catalog has user casts
+         or (bool(functions) and any(f.name in LITERAL_FUNCTIONS or (f.kind == "cast" and f.first_arg is not None)
+                                     for f in functions))),  # literal_dependent
         StatementDetails(**extra) if extra else NO_DETAILS,  # details
         tuple(facts.relation_refs) if facts.relation_refs else (),  # relation_refs
     )

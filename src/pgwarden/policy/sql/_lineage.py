@@ -47,6 +47,7 @@ from ._tree import (
 
 # Functions whose arguments leave through a side channel rather than the result.
 _SIDE_CHANNELS = frozenset({"pg_notify", "set_config"})
+_CONST_TYPES = (("ival", "int4"), ("fval", "numeric"), ("boolval", "bool"), ("bsval", "bit"), ("sval", "unknown"))
 
 # Keys whose values hold no column, function or sub-query: the walk skips them.
 _LEAVES = frozenset({"location", "A_Const", "TypeName", "typeName", "ParamRef", "String", "Integer", "Float",
@@ -747,8 +748,15 @@ class QueryWalker:
         elif catalog.user_cast_types:
             names = _strings((value.get("typeName") or {}).get("names"))
             if names and names[-1] != "regclass":
+                # a literal's own type, as first_arg: a string literal is read by the type's input
+                # function (no cast runs), a literal of the target type needs no cast at all
+                const = value.get("arg") or {}
+                const = const.get("A_Const") if isinstance(const, dict) else None
+                literal = None
+                if isinstance(const, dict):
+                    literal = next((t for k, t in _CONST_TYPES if k in const), "unknown")
                 self.facts.functions.append(FunctionCall(names[-2] if len(names) >= 2 else None, names[-1],
-                                                         frozenset(), None, 1, "cast"))
+                                                         frozenset(), literal, 1, "cast"))
 
     def column_ref(self, ref: Node, scope: Scope, outputs, fields: list[str] | None = None) -> Value:
         """Lineage of a column reference; ``fields`` when the caller has split its names already."""
