@@ -7,9 +7,10 @@ own key), negotiate the protocol version, authenticate (the JWT as a cleartext p
 loopback without TLS; or a configured SCRAM-SHA-256 service user, SCRAM-SHA-256-PLUS first under TLS), check
 limits (connections starting up are capped too), open the pinned upstream
 connection and relay ParameterStatus, the proxy's own BackendKeyData (only if upstream sent one) and
-ReadyForQuery. Then two pumps move bytes through :class:`~pgwarden.wire_proxy.connection.ProxyConnection`;
-each awaits the other side's ``drain()`` after writing, so a slow reader stops the other side's reads
-(backpressure both ways, flat memory). Protocol violations end that one session with FATAL 08P01.
+ReadyForQuery. Then :class:`~pgwarden.wire_proxy._relay.Relay` moves bytes through
+:class:`~pgwarden.wire_proxy.connection.ProxyConnection` from transport callbacks; a side whose transport
+stops taking bytes pauses the other side's reading (backpressure both ways, flat memory). Protocol
+violations end that one session with FATAL 08P01.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pgwarden.policy.results import ColumnInfo, ResultScreen, screen_error_field
 from pgwarden.policy.verdict import PinnedSettings, StatementPlan, Verdict
 
 from . import messages as m
+from ._relay import Relay
 from ._startup import filter_startup_params, negotiate_startup, new_backend_key
 from .codec import FrameReader, StartupReader, encode
 from .connection import Hold, ProxyConnection
@@ -657,90 +659,23 @@ class ProxyServer:
         ureader, uwriter = upstream.reader, upstream.writer
         idle = self.settings.idle_timeout / 1000 or None
 
-        async def flush_upstream() -> None:
-            if conn.to_upstream:
-                data = b"".join(conn.to_upstream) if len(conn.to_upstream) > 1 else conn.to_upstream[0]
-                conn.to_upstream.clear()
-                uwriter.write(data)
-                await uwriter.drain()
+        async def cancel_upstream() -> None:
+            if client.upstream_key is not None:
+                with contextlib.suppress(Exception):
+                    await send_cancel(upstream.target, client.upstream_key)
 
-        async def flush_client() -> None:
-            if conn.to_client:
-                out = conn.to_client
-                data = b"".join(out) if len(out) > 1 else out[0]
-                out.clear()
-                cwriter.write(data)
+        relay = Relay(conn, creader, cwriter, ureader, uwriter,
+                      approve=lambda hold: self._approve(hold, hooks, client, cwriter),
+                      cancel_upstream=cancel_upstream, idle_timeout=idle)
+        reason = await relay.run()
+        error = relay.error
+        if reason == "idle":
+            conn.to_client.append(encode(m.error("FATAL", "57P05", "pgwarden: terminating connection due to idle "
+                                                 "timeout")))
+            with contextlib.suppress(Exception):
+                cwriter.write(b"".join(conn.to_client))
+                conn.to_client.clear()
                 await cwriter.drain()
-
-        async def client_pump() -> str:
-            while True:
-                try:
-                    if idle is not None:
-                        data = await asyncio.wait_for(creader.read(_READ), idle)
-                    else:
-                        data = await creader.read(_READ)
-                except TimeoutError:
-                    if conn.busy:
-                        continue
-                    conn.to_client.append(encode(m.error("FATAL", "57P05", "pgwarden: terminating connection "
-                                                         "due to idle timeout")))
-                    await flush_client()
-                    return "idle"
-                if not data:
-                    conn.client_eof()
-                    return "client_gone"
-                conn.client_data(data)
-                while conn.held is not None:
-                    await flush_upstream()
-                    await flush_client()
-                    replies = await self._approve(conn.held, hooks, client, cwriter)
-                    if replies is None:
-                        return "client_gone"
-                    conn.finish_hold(replies)
-                await flush_upstream()
-                await flush_client()
-                if conn.terminated:
-                    return "terminated"
-                if conn.fatal is not None:
-                    return "fatal"
-
-        async def upstream_pump() -> str:
-            while True:
-                data = await ureader.read(_READ)
-                if not data:
-                    return "upstream_gone"
-                conn.upstream_data(data)
-                if conn.want_cancel:
-                    conn.want_cancel = False
-                    # Cancel only while the withheld exchange still runs, and before the client can
-                    # see its ReadyForQuery: a cancel landing later would hit the client's next query.
-                    if conn.withholding and client.upstream_key is not None:
-                        with contextlib.suppress(Exception):
-                            await send_cancel(upstream.target, client.upstream_key)
-                await flush_client()
-                if conn.fatal is not None:
-                    return "fatal"
-
-        tasks = {asyncio.ensure_future(client_pump()): "client", asyncio.ensure_future(upstream_pump()): "upstream"}
-        reason = "?"
-        error: Exception | None = None
-        try:
-            done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                try:
-                    reason = task.result()
-                except ProtocolViolation as exc:
-                    error = exc
-                    reason = "violation"
-                except (ConnectionError, OSError):
-                    reason = "client_gone" if tasks[task] == "client" else "upstream_gone"
-        finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
         if reason == "client_gone" and conn.busy and client.upstream_key is not None:
             await send_cancel(upstream.target, client.upstream_key)
         with contextlib.suppress(Exception):
