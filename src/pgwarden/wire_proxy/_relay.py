@@ -28,6 +28,7 @@ from .errors import ProtocolViolation
 __all__ = ["Relay"]
 
 _CLIENT, _UPSTREAM = 0, 1
+_BACKLOG_MAX = 1 << 20  # client bytes kept while a statement is held; past this the client's reading pauses
 
 
 class _Side(asyncio.Protocol):
@@ -47,10 +48,11 @@ class _Side(asyncio.Protocol):
             self.relay.upstream_data(data)
 
     def eof_received(self) -> bool | None:
-        self.relay.ended(self.side, None)
+        keep = None
         with contextlib.suppress(Exception):
-            return self.orig.eof_received()
-        return None
+            keep = self.orig.eof_received()
+        self.relay.eof(self.side)
+        return keep
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay.ended(self.side, exc)
@@ -76,7 +78,8 @@ class Relay:
                  ureader: asyncio.StreamReader, uwriter: asyncio.StreamWriter, *,
                  approve: Callable[[Hold], Awaitable[list | None]],
                  cancel_upstream: Callable[[], Awaitable[None]],
-                 idle_timeout: float | None) -> None:
+                 withdraw: Callable[[str], None],
+                 idle_timeout: float | None, probe: bytes = b"") -> None:
         self.conn = conn
         self._readers = (creader, ureader)
         self._writers = (cwriter, uwriter)
@@ -84,12 +87,16 @@ class Relay:
         self._ut = uwriter.transport
         self._approve = approve
         self._cancel_upstream = cancel_upstream
+        self._withdraw = withdraw
+        self._probe = probe  # an asynchronous message a client always accepts (see eof)
+        self._client_eof = False  # the client half-closed: replies of what it sent still go to it
         self._idle = idle_timeout
         self._loop = asyncio.get_running_loop()
         self._done: asyncio.Future[str] = self._loop.create_future()
         self.error: ProtocolViolation | None = None
         self._holding: asyncio.Task | None = None
         self._backlog: list[bytes] = []  # client bytes that arrived while a statement was held
+        self._backlogged = 0
         # why each side's reading is paused: the other side cannot take bytes, or (client) a hold
         self._blocked = [False, False]
         self._held_pause = False
@@ -128,12 +135,17 @@ class Relay:
             if self._timer is not None:
                 self._timer.cancel()
             holding = self._holding
-            if holding is not None and not holding.done() and self._done.done() \
-                    and not self._done.exception() and self._done.result() == "client_gone":
-                # the client left while its statement waits: the approval coroutine notices at its next
-                # notice (the write fails) and withdraws the request, as the issue asks; let it
+            if holding is not None and not holding.done():
+                # the session ends while a statement waits for approval (the client left, upstream went,
+                # the proxy stops): the request is withdrawn, not left for an approver to release
+                reason = "the session ended"
+                if self._done.done() and not self._done.cancelled() and self._done.exception() is None:
+                    reason = {"client_gone": "the client disconnected",
+                              "upstream_gone": "the connection to the target was lost"}.get(
+                                  self._done.result(), reason)
+                self._withdraw(reason)
                 with contextlib.suppress(BaseException):
-                    await holding
+                    await asyncio.wait_for(asyncio.shield(holding), 10)
             tasks = [*self._tasks, *((holding,) if holding is not None else ())]
             for task in tasks:
                 task.cancel()
@@ -160,6 +172,26 @@ class Relay:
         elif not self._done.done():
             self._done.set_exception(exc)
 
+    def eof(self, side: int) -> None:
+        """End of the stream from ``side``. A client that half-closes (``shutdown(SHUT_WR)``) with replies
+        outstanding still gets them, as from PostgreSQL; one that closed for good is told apart by the
+        probe sent to it now (its RST ends the relay through ``connection_lost``, and upstream is
+        cancelled then). A statement held for approval is withdrawn either way."""
+        if self._done.done():
+            return
+        if side == _CLIENT and self.conn.busy and self._holding is None:
+            try:
+                self.conn.client_eof()
+            except BaseException as err:
+                self._fail(err, _CLIENT)
+                return
+            self._client_eof = True
+            if self._probe:
+                with contextlib.suppress(Exception):
+                    self._ct.write(self._probe)
+            return
+        self.ended(side, None)
+
     def ended(self, side: int, exc: Exception | None) -> None:
         if self._done.done():
             return
@@ -176,11 +208,15 @@ class Relay:
     # ---- data -------------------------------------------------------------------------------------
 
     def client_data(self, data: bytes) -> None:
-        if self._done.done():
+        if self._done.done() or self._client_eof:
             return
         self._last = self._loop.time()
         if self._holding is not None:
             self._backlog.append(data)
+            self._backlogged += len(data)
+            if self._backlogged > _BACKLOG_MAX:
+                self._held_pause = True  # enough kept: the rest waits in the socket
+                self._set_reading(_CLIENT)
             return
         conn = self.conn
         try:
@@ -216,6 +252,8 @@ class Relay:
             return
         if conn.fatal is not None:
             self._finish("fatal")
+        elif self._client_eof and not conn.busy:
+            self._finish("client_gone")  # every reply of what the half-closed client sent is out
 
     def _flush(self) -> None:
         conn = self.conn
@@ -236,8 +274,8 @@ class Relay:
     # ---- approvals --------------------------------------------------------------------------------
 
     def _start_hold(self) -> None:
-        self._held_pause = True
-        self._set_reading(_CLIENT)
+        # the client's reading goes on (up to _BACKLOG_MAX kept), so a client that leaves is seen at once
+        self._backlogged = 0
         self._holding = self._loop.create_task(self._hold())
 
     async def _hold(self) -> None:
@@ -249,6 +287,8 @@ class Relay:
                 if replies is None:
                     self._finish("client_gone")
                     return
+                if self._done.done():
+                    return  # the session ended meanwhile
                 conn.finish_hold(replies)
             self._flush()
         except asyncio.CancelledError:

@@ -149,6 +149,15 @@ class FrameReader:
         while frames:
             yield frames.popleft()
 
+    def take_rest(self) -> bytes:
+        """Every byte fed and not yet taken, as it came (complete frames re-framed, then the unfinished one),
+        for whoever reads the stream next; the reader is left empty."""
+        rest = b"".join(bytes((f.type,)) + struct.pack("!I", len(f.payload) + 4) + f.payload for f in self._frames)
+        self._frames.clear()
+        rest += bytes(self._buf)
+        self._buf.clear()
+        return rest
+
     def at_eof(self) -> None:
         """The peer closed the connection: raise if it did so in the middle of a message."""
         if self._buf:

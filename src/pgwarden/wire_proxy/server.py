@@ -218,6 +218,8 @@ class _Client:
     upstream: UpstreamTarget | None = None
     upstream_key: m.BackendKeyData | None = None
     waiting: asyncio.Event | None = None  # set: withdraw the approval being waited for
+    # set with ``waiting`` when the session ends under a held statement: why the request is withdrawn
+    gone: str | None = None
 
 
 class ProxyServer:
@@ -539,7 +541,9 @@ class ProxyServer:
         frames = FrameReader(64 * 1024)
         service = next((u for u in self.settings.service_users if u.name == user), None)
         if service is not None:
-            return await self._scram(reader, writer, frames, service, tls), target, AuthMethod.SCRAM.value
+            principal = await self._scram(reader, writer, frames, service, tls)
+            _unread(reader, frames)
+            return principal, target, AuthMethod.SCRAM.value
         if not tls and not _loopback(client_address):
             raise _Refused("28000", "pgwarden: a token is sent as a cleartext password, which needs TLS off loopback",
                            "connect with sslmode=require")
@@ -548,6 +552,7 @@ class ProxyServer:
         writer.write(encode(m.AuthenticationCleartextPassword()))
         await writer.drain()
         msg = await _read_password(reader, frames)
+        _unread(reader, frames)
         token = msg.password()
         try:
             principal = self.runtime.verifier.verify(token)
@@ -664,9 +669,15 @@ class ProxyServer:
                 with contextlib.suppress(Exception):
                     await send_cancel(upstream.target, client.upstream_key)
 
+        def withdraw(why: str) -> None:
+            client.gone = why
+            if client.waiting is not None:
+                client.waiting.set()
+
         relay = Relay(conn, creader, cwriter, ureader, uwriter,
                       approve=lambda hold: self._approve(hold, hooks, client, cwriter),
-                      cancel_upstream=cancel_upstream, idle_timeout=idle)
+                      cancel_upstream=cancel_upstream, withdraw=withdraw, idle_timeout=idle,
+                      probe=encode(m.ParameterStatus("client_encoding", "UTF8")))
         reason = await relay.run()
         error = relay.error
         if reason == "idle":
@@ -713,9 +724,17 @@ class ProxyServer:
                           f"{request.id})", hint=f"an approver runs: pgwarden approvals approve {request.id}")
         withdraw = asyncio.Event()
         client.waiting = withdraw
+        if client.gone is not None:
+            withdraw.set()
         started = time.monotonic()
+        waiter = cancel = None
         try:
             while True:
+                if client.gone is not None:
+                    await _withdraw(held, request.id, client.gone)
+                    record.error("57014", f"withdrawn while waiting for approval: {client.gone}")
+                    record.close()
+                    return None
                 try:
                     cwriter.write(encode(notice))
                     await cwriter.drain()
@@ -727,6 +746,8 @@ class ProxyServer:
                 waiter = asyncio.ensure_future(held.broker.wait(request.id, interval))
                 cancel = asyncio.ensure_future(withdraw.wait())
                 done, _ = await asyncio.wait({waiter, cancel}, return_when=asyncio.FIRST_COMPLETED)
+                if cancel in done and client.gone is not None:
+                    continue  # the session ended: withdrawn above
                 if cancel in done:
                     waiter.cancel()
                     await _withdraw(held, request.id, "the client cancelled the statement")
@@ -740,6 +761,9 @@ class ProxyServer:
                     break
         finally:
             client.waiting = None
+            for future in (waiter, cancel):
+                if future is not None and not future.done():
+                    future.cancel()
         wait_ms = (time.monotonic() - started) * 1000
         if isinstance(record, _Record):
             record.st.approval_decided(request.id, current.decided_by, current.status.value, wait_ms)
@@ -774,6 +798,14 @@ class ProxyServer:
 async def _withdraw(held, request_id: str, reason: str) -> None:
     with contextlib.suppress(Exception):
         await held.broker.withdraw(request_id, reason)
+
+
+def _unread(reader: asyncio.StreamReader, frames: FrameReader) -> None:
+    """Bytes the client sent behind its last authentication message (a Query pipelined with the password)
+    go back in front of the stream, where the relay takes them over."""
+    rest = frames.take_rest()
+    if rest:
+        reader._buffer[:0] = rest
 
 
 async def _read_password(reader: asyncio.StreamReader, frames: FrameReader) -> m.PasswordMessage:

@@ -86,8 +86,14 @@ class UpstreamConnection:
     leftover: bytes = b""  # bytes read after the first ReadyForQuery (none in practice)
 
     def close(self) -> None:
+        """Close; abort when bytes are still queued for a server that does not read them (it waits to write
+        to us: a graceful close would wait for it forever, and keep its backend)."""
         with contextlib.suppress(Exception):
-            self.writer.close()
+            transport = self.writer.transport
+            if transport.get_write_buffer_size():
+                transport.abort()
+            else:
+                self.writer.close()
 
 
 async def _open(target: UpstreamTarget) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
