@@ -218,18 +218,21 @@ class Relay:
                 self._held_pause = True  # enough kept: the rest waits in the socket
                 self._set_reading(_CLIENT)
             return
-        conn = self.conn
         try:
-            conn.client_data(data)
-            if conn.held is not None:
-                self._flush()
-                self._start_hold()
-                return
-            self._flush()
+            self.conn.client_data(data)
+            self._settle()
         except BaseException as exc:
             self._fail(exc, _CLIENT)
-            return
-        if conn.terminated:
+
+    def _settle(self) -> None:
+        """After the connection handled client messages (from the client, or let go behind a cut statement):
+        write what it produced, start a hold, or end the session."""
+        conn = self.conn
+        self._flush()
+        if conn.held is not None:
+            if self._holding is None:
+                self._start_hold()
+        elif conn.terminated:
             self._finish("terminated")
         elif conn.fatal is not None:
             self._finish("fatal")
@@ -243,16 +246,19 @@ class Relay:
             if conn.want_cancel:
                 conn.want_cancel = False
                 # Cancel only while the withheld exchange still runs, and before the client can see its
-                # ReadyForQuery: a cancel landing later would hit the client's next query.
-                if conn.withholding:
+                # ReadyForQuery: a cancel landing later would hit the client's next query. A statement cut
+                # at max_rows holds the client's next messages back until the cancel is delivered.
+                if conn.cutting:
+                    self._spawn(self._cancel_cut())
+                elif conn.withholding:
                     self._spawn(self._cancel_upstream())
-            self._flush_client()
+            self._settle()  # the client's messages held behind a cut statement may have gone
         except BaseException as exc:
             self._fail(exc, _UPSTREAM)
             return
-        if conn.fatal is not None:
-            self._finish("fatal")
-        elif self._client_eof and not conn.busy:
+        if self._done.done():
+            return
+        if self._client_eof and not conn.busy:
             self._finish("client_gone")  # every reply of what the half-closed client sent is out
 
     def _flush(self) -> None:
@@ -270,6 +276,17 @@ class Relay:
             data = b"".join(out) if len(out) > 1 else out[0]
             out.clear()
             self._ct.write(data)
+
+    async def _cancel_cut(self) -> None:
+        try:
+            await self._cancel_upstream()
+        finally:
+            if not self._done.done():
+                try:
+                    self.conn.cancel_sent()
+                    self._settle()
+                except BaseException as exc:
+                    self._fail(exc, _CLIENT)
 
     # ---- approvals --------------------------------------------------------------------------------
 

@@ -222,8 +222,8 @@ def _text_values(data: bytes | memoryview) -> list[str | None]:
 
 
 class _QueryCtx:
-    __slots__ = ("copy", "copy_binary", "copy_skip", "failed", "index", "limit", "record", "returned", "screen",
-                 "sql", "tap", "verdict", "wrapped")
+    __slots__ = ("copy", "copy_binary", "copy_skip", "cut_cancel", "cut_cancelled", "failed", "index", "limit",
+                 "record", "returned", "screen", "sql", "tap", "verdict", "wrapped")
 
     def __init__(self, sql: str, verdict: Verdict, record: Record) -> None:
         self.sql = sql
@@ -239,6 +239,8 @@ class _QueryCtx:
         self.limit = verdict.max_rows  # rows one result may return to the client (the rule's max_rows)
         self.returned = 0  # rows of the current result sent so far
         self.wrapped = False  # sent inside BEGIN READ ONLY … COMMIT the proxy added (see _wraps)
+        self.cut_cancel = False  # past max_rows, the statement may be cancelled upstream (see ProxyConnection._cut)
+        self.cut_cancelled = False  # … and it was: its 57014 is the end of a cut result
 
     @property
     def plan(self) -> StatementPlan | None:
@@ -369,13 +371,36 @@ class ProxyConnection:
         self._pending: deque[tuple[int, bytes]] = deque()  # frames of a released batch not yet handled
         self.terminated = False
         self.fatal: m.ErrorResponse | None = None  # upstream said FATAL / bookkeeping lost: end the session
-        self.want_cancel = False  # the server should cancel what runs upstream (a result is withheld)
+        self.want_cancel = False  # the server should cancel what runs upstream (a result is withheld or cut)
         self._withholding = False
+        # A statement cut at max_rows is being cancelled upstream: the client's next messages wait until its
+        # ReadyForQuery is in and the cancel request has been delivered (so the cancel can never land on
+        # them): both flags must clear
+        self._cut_pending = False
+        self._cut_done = False  # its ReadyForQuery arrived
+        self._cut_sent = False  # the cancel was delivered
         # RowDescription bytes → screen, per plan: the same statement shape answered with the same
         # description is confirmed once (a new plan, or a new screen_generation of the engine, misses)
         self._screens: dict[tuple[int, bytes], tuple[Any, int, ResultScreen, bytes | None, bool]] = {}
 
     # ---- client side -----------------------------------------------------------------------------
+
+    @property
+    def cutting(self) -> bool:
+        """A statement cut at max_rows waits to be cancelled upstream (see :meth:`cancel_sent`)."""
+        return self._cut_pending
+
+    def cancel_sent(self) -> None:
+        """The server delivered the cancel :attr:`want_cancel` asked for (or had no key to send it with); the
+        client's next messages go once the cut statement's ReadyForQuery is in too."""
+        if self._cut_pending:
+            self._cut_sent = True
+            self._cut_release()
+
+    def _cut_release(self) -> None:
+        if self._cut_pending and self._cut_sent and self._cut_done:
+            self._cut_pending = self._cut_sent = self._cut_done = False
+            self._drain_client()
 
     @property
     def withholding(self) -> bool:
@@ -398,7 +423,7 @@ class ProxyConnection:
     def _drain_client(self) -> None:
         frames = self._frames
         pending = self._pending
-        while self.held is None and not self.terminated and self.fatal is None:
+        while self.held is None and not self.terminated and self.fatal is None and not self._cut_pending:
             if pending:
                 kind, payload = pending.popleft()
                 self._client_frame(kind, payload)
@@ -554,6 +579,12 @@ class ProxyConnection:
             return
         self._forget_names(verdict)
         ctx = _QueryCtx(sql, verdict, self.engine.open_record(sql, verdict))
+        # One read-only statement, sent with the client idle and nothing in flight: once cut at max_rows it
+        # can be cancelled upstream instead of read to its end (a write would be rolled back; a statement
+        # among others, or behind others, would take them with it; COPY's client waits for CopyDone)
+        ctx.cut_cancel = (ctx.limit is not None and not wrap and len(verdict.plans) == 1 and self.queue.idle
+                          and self.queue.status == b"I" and verdict.settings is not None
+                          and verdict.settings.read_only and not any(e.copy for e in verdict.effects))
         text = verdict.text_for_upstream(sql)
         if wrap:
             ctx.wrapped = True
@@ -827,10 +858,12 @@ class ProxyConnection:
                             sent = max(0, min(count, limit - self._returned(head, count)))
                         if sent:
                             run = self._forward_rows(buf, view, spans, first, first + sent, screen, tap, run, out)
-                        if sent < count and run >= 0:
-                            # past the rule's max_rows: not sent (CommandComplete then says so, see _complete)
-                            out.append(bytes(view[run:spans[first + sent][1]]))
-                            run = -1
+                        if sent < count:
+                            if run >= 0:
+                                # past the rule's max_rows: not sent (CommandComplete then says so, see _complete)
+                                out.append(bytes(view[run:spans[first + sent][1]]))
+                                run = -1
+                            self._cut(head)
                         continue
                     limit = getattr(head, "limit", None)
                     if limit is not None and self._over_limit(head, limit):
@@ -838,6 +871,7 @@ class ProxyConnection:
                         if run >= 0:
                             out.append(bytes(view[run:start]))
                             run = -1
+                        self._cut(head)
                         continue
                     if screen is not None:
                         # screened (masks applied at the output): masked / detected values replaced; a row
@@ -896,6 +930,8 @@ class ProxyConnection:
         finally:
             view.release()
         del buf[:consumed]
+        if self._cut_done:
+            self._cut_release()  # the cut statement is over upstream: the client's next messages may go
 
     @staticmethod
     def _returned(head: object, count: int) -> int:
@@ -960,6 +996,14 @@ class ProxyConnection:
             if run < 0:
                 run = spans[seg][1]
         return run
+
+    def _cut(self, head: object) -> None:
+        """``head``'s result went past max_rows: ask for its statement to be cancelled, where that is safe."""
+        if type(head) is _QueryCtx and head.cut_cancel and not head.cut_cancelled:
+            head.cut_cancelled = True
+            self.want_cancel = True
+            self._cut_pending = True
+            self._cut_done = self._cut_sent = False
 
     @staticmethod
     def _over_limit(head: object, limit: int) -> bool:
@@ -1051,11 +1095,19 @@ class ProxyConnection:
                     # cut: its PortalSuspended carries the notice instead, once per portal
                     portal.cut_told = True
                     forward = encode(_cut_notice(head.limit)) + _frame(kind, bytes(body))
+        elif kind == _ERROR and type(head) is _QueryCtx and head.cut_cancelled and forward is True \
+                and _sqlstate(body) == "57014":
+            # the cancel the cut asked for: the result ends here, as a cut one does
+            done = memoryview(b"SELECT 0\0")
+            forward = self._complete(_DONE, head, done, True)
+            forward = self._truncated(head, done, forward)
         elif kind in (_ERROR, _NOTICE):
             if kind == _ERROR and step.injected_error and (head is _WRAP_COMMIT or getattr(head, "surface", False)):
                 forward = True  # the client's statement failed there (see _inject_query, _execute)
             forward = self._diagnostic(kind, head, body, forward)
         elif kind == _READY:
+            if type(head) is _QueryCtx and head.cut_cancelled and self._cut_pending:
+                self._cut_done = True  # released after this batch of replies (upstream_data), or by cancel_sent
             if type(head) is _QueryCtx:
                 self._finish_query(head)
                 if head.wrapped and forward is True:
@@ -1272,6 +1324,20 @@ class ProxyConnection:
         if not forward:
             return False
         return encode(m.ErrorResponse(fields) if kind == _ERROR else m.NoticeResponse(fields))
+
+
+def _sqlstate(body: memoryview) -> str:
+    """The SQLSTATE (field ``C``) of an ErrorResponse body, read without decoding the rest."""
+    raw = bytes(body)
+    i = 0
+    while i < len(raw) and raw[i]:
+        end = raw.find(b"\0", i + 1)
+        if end < 0:
+            break
+        if raw[i] == 0x43:  # 'C'
+            return raw[i + 1:end].decode("ascii", "replace")
+        i = end + 1
+    return ""
 
 
 def _columns_formats(portal: _Portal) -> tuple[int, ...]:
