@@ -211,7 +211,8 @@ class Relay:
         if self._done.done() or self._client_eof:
             return
         self._last = self._loop.time()
-        if self._holding is not None:
+        if self._holding is not None or self.conn.cutting:
+            # held statement, or the client's messages wait behind a cut one: kept here, bounded
             self._backlog.append(data)
             self._backlogged += len(data)
             if self._backlogged > _BACKLOG_MAX:
@@ -236,6 +237,22 @@ class Relay:
             self._finish("terminated")
         elif conn.fatal is not None:
             self._finish("fatal")
+        elif self._backlog and self._holding is None and not conn.cutting:
+            self._resume_backlog()
+
+    def _resume_backlog(self) -> None:
+        """Client bytes kept while the connection could not take them go in now, until it cannot again."""
+        backlog, self._backlog = self._backlog, []
+        self._backlogged = 0
+        for i, data in enumerate(backlog):
+            self.client_data(data)
+            if self._holding is not None or self.conn.cutting or self._done.done():
+                self._backlog[:0] = backlog[i + 1:]  # blocked again: the rest waits
+                self._backlogged = sum(len(b) for b in self._backlog)
+                break
+        if not self._done.done() and self._held_pause and self._holding is None and not self.conn.cutting:
+            self._held_pause = False
+            self._set_reading(_CLIENT)
 
     def upstream_data(self, data: bytes) -> None:
         if self._done.done():
@@ -292,7 +309,6 @@ class Relay:
 
     def _start_hold(self) -> None:
         # the client's reading goes on (up to _BACKLOG_MAX kept), so a client that leaves is seen at once
-        self._backlogged = 0
         self._holding = self._loop.create_task(self._hold())
 
     async def _hold(self) -> None:
@@ -314,19 +330,12 @@ class Relay:
             self._fail(exc, _CLIENT)
             return
         self._holding = None
-        self._held_pause = False
-        backlog, self._backlog = self._backlog, []
-        for i, data in enumerate(backlog):
-            self.client_data(data)
-            if self._holding is not None or self._done.done():
-                self._backlog[:0] = backlog[i + 1:]  # another hold: the rest waits for it
-                break
+        self._resume_backlog()
         if self._holding is None and not self._done.done():
             if self.conn.terminated:
                 self._finish("terminated")
             elif self.conn.fatal is not None:
                 self._finish("fatal")
-            self._set_reading(_CLIENT)
 
     # ---- flow control and timers ------------------------------------------------------------------
 
