@@ -59,20 +59,46 @@ def test_an_endless_read_is_cut_and_cancelled(proxy: RunningProxy, keys: Keys, c
         client.close()
 
 
-def test_statements_pipelined_behind_a_cut_one_run_after_it_uncancelled(proxy: RunningProxy, keys: Keys) -> None:
-    """The client sends the endless read and three more Queries in one packet: they wait for the cancel to be
-    delivered, then run, each to its own result (none gets the cancel)."""
+def test_statements_sent_behind_a_cut_one_wait_for_the_cancel_and_run_uncancelled(proxy: RunningProxy,
+                                                                                    keys: Keys) -> None:
+    """Once the endless read is cut (its first rows are in), the client sends three more Queries: they wait
+    for the cancel to be delivered and the cut statement to end, then run, each to its own result."""
     from pgwarden.wire_proxy import Query
 
     client = RawClient(proxy.port, keys.token())
+    # past row 1000 a row comes every 10 ms: the proxy has seen row 1001 (and cut) well before the client's
+    # next Queries, sent 300 ms after its 1000th row (either order must end well; this one tests the wait)
+    slow = ("SELECT g, CASE WHEN g > 1000 THEN pg_sleep(0.01) END AS s "
+            "FROM (SELECT generate_series(1, 1000000000) AS g) AS t")
     try:
-        client.send(Query(ENDLESS), Query("SELECT pg_sleep(0.1), 1"), Query("SELECT 2"),
-                    Query("SELECT g FROM generate_series(1, 3) g"))
-        out = [client.read_until({ord("Z")}) for _ in range(4)]
+        client.send(Query(slow))
+        first = []
+        while sum(1 for k, _ in first if k == ord("D")) < LIMIT:
+            first += client.read_until({ord("D")})
+        time.sleep(0.3)
+        client.send(Query("SELECT pg_sleep(0.1), 1"), Query("SELECT 2"), Query("SELECT g FROM generate_series(1, 3) g"))
+        out = [first + client.read_until({ord("Z")})] + [client.read_until({ord("Z")}) for _ in range(3)]
         assert [[bytes(b) for k, b in o if k == ord("E")] for o in out] == [[], [], [], []]
         assert [sum(1 for k, _ in o if k == ord("D")) for o in out] == [LIMIT, 1, 1, 3]
         assert [[bytes(b) for k, b in o if k == ord("C")] for o in out] == [
             [b"SELECT 1000\0"], [b"SELECT 1\0"], [b"SELECT 1\0"], [b"SELECT 3\0"]]
+    finally:
+        client.close()
+
+
+def test_a_cut_statement_with_work_pipelined_behind_it_is_read_to_its_end(proxy: RunningProxy, keys: Keys) -> None:
+    """Sent in one packet with others, the cut statement is not cancelled (the others are upstream already; a
+    cancel landing after it ends would hit one of them): the rest of its rows are read and dropped."""
+    from pgwarden.wire_proxy import Query
+
+    client = RawClient(proxy.port, keys.token())
+    try:
+        for _ in range(5):
+            client.send(Query("SELECT generate_series(1, 20000) AS g"), Query("SELECT pg_sleep(0.02), 1"),
+                        Query("SELECT 2"))
+            out = [client.read_until({ord("Z")}) for _ in range(3)]
+            assert [[bytes(b) for k, b in o if k == ord("E")] for o in out] == [[], [], []]
+            assert [sum(1 for k, _ in o if k == ord("D")) for o in out] == [LIMIT, 1, 1]
     finally:
         client.close()
 

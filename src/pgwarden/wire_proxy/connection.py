@@ -999,7 +999,9 @@ class ProxyConnection:
 
     def _cut(self, head: object) -> None:
         """``head``'s result went past max_rows: ask for its statement to be cancelled, where that is safe."""
-        if type(head) is _QueryCtx and head.cut_cancel and not head.cut_cancelled:
+        # nothing may have been sent behind it (a cancel landing after the statement ends would hit that):
+        # its Query is the only request outstanding, and from now on the client's next messages wait
+        if type(head) is _QueryCtx and head.cut_cancel and not head.cut_cancelled and len(self.queue) == 1:
             head.cut_cancelled = True
             self.want_cancel = True
             self._cut_pending = True
