@@ -47,6 +47,11 @@ from .verdict import (
 
 MAX_TEXT_CHARS = 1 << 20  # 1 MiB of SQL text: far beyond hand-written statements
 _WRITING = frozenset({StatementClass.WRITE, StatementClass.DDL, StatementClass.ADMIN, StatementClass.LOCK})
+_READING = frozenset({StatementClass.READ})
+# built-ins a read may call whose effect lasts only if its transaction commits (see StatementPlan.cancel_safe)
+_UNDONE_BY_ABORT = frozenset({"set_config", "pg_notify", "txid_current", "pg_current_xact_id",
+                              "pg_advisory_xact_lock", "pg_advisory_xact_lock_shared",
+                              "pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared"})
 
 
 class Decider:
@@ -169,9 +174,11 @@ class Decider:
                 reasons.extend(check.denials)
             if check.approvals:
                 approvals.extend(check.approvals)
+            cancel_safe = (st.command_tag == "SELECT" and not check.user_code and st.classes <= _READING
+                           and not any(f.name.lower() in _UNDONE_BY_ABORT for f in st.functions))
             plans.append(StatementPlan(index, st.command_tag, tuple(check.masks) if check.masks else (),
                                        check.scrub_errors, st.width, check.upstream, check.raw_origins,
-                                       check.user_code))
+                                       check.user_code, cancel_safe))
             if not writes and not st.classes.isdisjoint(_WRITING):
                 writes = True
         settings_key = (rule.name, not writes, catalog.search_path, subject)

@@ -91,6 +91,10 @@ class StatementPlan:
     # write although the statement reads. Under a rule that may write, a door runs such a read only inside
     # a READ ONLY transaction of its own, and refuses it where it cannot (``read_only_required``).
     user_code: bool = False
+    # A plain read a door may cancel once it has all the rows it returns (max_rows) without changing what
+    # the client was told: a SELECT of no user code and no built-in whose effect its transaction's abort
+    # would undo (set_config, pg_notify…).
+    cancel_safe: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {"index": self.index, "command_tag": self.command_tag, "width": self.width,

@@ -22,6 +22,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import messages as m
+from .codec import encode
 from .connection import Hold, ProxyConnection
 from .errors import ProtocolViolation
 
@@ -29,6 +31,7 @@ __all__ = ["Relay"]
 
 _CLIENT, _UPSTREAM = 0, 1
 _BACKLOG_MAX = 1 << 20  # client bytes kept while a statement is held; past this the client's reading pauses
+_CUT_CANCEL_TIMEOUT = 30.0  # seconds to wait for the server to confirm the cancel of a cut statement
 
 
 class _Side(asyncio.Protocol):
@@ -77,7 +80,7 @@ class Relay:
     def __init__(self, conn: ProxyConnection, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter,
                  ureader: asyncio.StreamReader, uwriter: asyncio.StreamWriter, *,
                  approve: Callable[[Hold], Awaitable[list | None]],
-                 cancel_upstream: Callable[[], Awaitable[None]],
+                 cancel_upstream: Callable[..., Awaitable[bool]],
                  withdraw: Callable[[str], None],
                  idle_timeout: float | None, probe: bytes = b"") -> None:
         self.conn = conn
@@ -210,6 +213,10 @@ class Relay:
     def client_data(self, data: bytes) -> None:
         if self._done.done() or self._client_eof:
             return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Client bytes into the connection (or the backlog while it cannot take them)."""
         self._last = self._loop.time()
         if self._holding is not None or self.conn.cutting:
             # held statement, or the client's messages wait behind a cut one: kept here, bounded
@@ -245,7 +252,7 @@ class Relay:
         backlog, self._backlog = self._backlog, []
         self._backlogged = 0
         for i, data in enumerate(backlog):
-            self.client_data(data)
+            self._feed(data)  # bytes that came before any end of the stream
             if self._holding is not None or self.conn.cutting or self._done.done():
                 self._backlog[:0] = backlog[i + 1:]  # blocked again: the rest waits
                 self._backlogged = sum(len(b) for b in self._backlog)
@@ -295,15 +302,28 @@ class Relay:
             self._ct.write(data)
 
     async def _cancel_cut(self) -> None:
+        delivered = False
         try:
-            await self._cancel_upstream()
+            delivered = bool(await self._cancel_upstream(_CUT_CANCEL_TIMEOUT))
         finally:
             if not self._done.done():
-                try:
-                    self.conn.cancel_sent()
-                    self._settle()
-                except BaseException as exc:
-                    self._fail(exc, _CLIENT)
+                self._after_cut_cancel(delivered)
+
+    def _after_cut_cancel(self, delivered: bool) -> None:
+        if not delivered:
+            # a cancel not known to be delivered may still land, on whatever runs next: the client's next
+            # statement must never run in this session
+            self.conn.to_client.append(encode(m.error(
+                "FATAL", "08006", "pgwarden: the cancel of a result cut at max_rows could not be confirmed; the "
+                "session ends so that it cannot cancel a later statement", hint="reconnect")))
+            self._flush_client()
+            self._finish("cancel_unconfirmed")
+            return
+        try:
+            self.conn.cancel_sent()
+            self._settle()
+        except BaseException as exc:
+            self._fail(exc, _CLIENT)
 
     # ---- approvals --------------------------------------------------------------------------------
 

@@ -579,12 +579,12 @@ class ProxyConnection:
             return
         self._forget_names(verdict)
         ctx = _QueryCtx(sql, verdict, self.engine.open_record(sql, verdict))
-        # One read-only statement, sent with the client idle and nothing in flight: once cut at max_rows it
-        # can be cancelled upstream instead of read to its end (a write would be rolled back; a statement
-        # among others, or behind others, would take them with it; COPY's client waits for CopyDone)
+        # One plain read (StatementPlan.cancel_safe: no user code, nothing its abort would undo), sent with the
+        # client idle and nothing in flight: once cut at max_rows it can be cancelled upstream instead of
+        # read to its end (a write would be rolled back; a statement among others, or behind others, would
+        # take them with it; COPY's client waits for CopyDone)
         ctx.cut_cancel = (ctx.limit is not None and not wrap and len(verdict.plans) == 1 and self.queue.idle
-                          and self.queue.status == b"I" and verdict.settings is not None
-                          and verdict.settings.read_only and not any(e.copy for e in verdict.effects))
+                          and self.queue.status == b"I" and verdict.plans[0].cancel_safe)
         text = verdict.text_for_upstream(sql)
         if wrap:
             ctx.wrapped = True
@@ -1098,8 +1098,10 @@ class ProxyConnection:
                     portal.cut_told = True
                     forward = encode(_cut_notice(head.limit)) + _frame(kind, bytes(body))
         elif kind == _ERROR and type(head) is _QueryCtx and head.cut_cancelled and forward is True \
-                and _sqlstate(body) == "57014":
-            # the cancel the cut asked for: the result ends here, as a cut one does
+                and _field(body, 0x43) == "57014" and _field(body, 0x4D) == _CANCELLED_BY_REQUEST:
+            # the cancel the cut asked for (not a statement_timeout, also 57014): the result ends here, as a
+            # cut one does. (Under a non-English lc_messages the text differs: the client then gets the
+            # error, which is honest, if less tidy.)
             done = memoryview(b"SELECT 0\0")
             forward = self._complete(_DONE, head, done, True)
             forward = self._truncated(head, done, forward)
@@ -1328,16 +1330,19 @@ class ProxyConnection:
         return encode(m.ErrorResponse(fields) if kind == _ERROR else m.NoticeResponse(fields))
 
 
-def _sqlstate(body: memoryview) -> str:
-    """The SQLSTATE (field ``C``) of an ErrorResponse body, read without decoding the rest."""
+_CANCELLED_BY_REQUEST = "canceling statement due to user request"  # PostgreSQL's text for a CancelRequest
+
+
+def _field(body: memoryview, code: int) -> str:
+    """One field (``C`` SQLSTATE, ``M`` message…) of an ErrorResponse body, read without decoding the rest."""
     raw = bytes(body)
     i = 0
     while i < len(raw) and raw[i]:
         end = raw.find(b"\0", i + 1)
         if end < 0:
             break
-        if raw[i] == 0x43:  # 'C'
-            return raw[i + 1:end].decode("ascii", "replace")
+        if raw[i] == code:
+            return raw[i + 1:end].decode("utf-8", "replace")
         i = end + 1
     return ""
 

@@ -664,10 +664,11 @@ class ProxyServer:
         ureader, uwriter = upstream.reader, upstream.writer
         idle = self.settings.idle_timeout / 1000 or None
 
-        async def cancel_upstream() -> None:
-            if client.upstream_key is not None:
-                with contextlib.suppress(Exception):
-                    await send_cancel(upstream.target, client.upstream_key)
+        async def cancel_upstream(timeout: float = 5) -> bool:
+            """True when there was nothing to cancel with (no key) or the cancel was delivered."""
+            if client.upstream_key is None:
+                return True
+            return await send_cancel(upstream.target, client.upstream_key, timeout=timeout)
 
         def withdraw(why: str) -> None:
             client.gone = why

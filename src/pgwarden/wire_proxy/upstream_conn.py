@@ -300,13 +300,19 @@ def _password(target: UpstreamTarget) -> str:
     return target.password
 
 
-async def send_cancel(target: UpstreamTarget, key: m.BackendKeyData) -> None:
-    """Send a CancelRequest for ``key`` on a connection of its own (best effort, never raises)."""
+async def send_cancel(target: UpstreamTarget, key: m.BackendKeyData, *, timeout: float = 5) -> bool:
+    """Send a CancelRequest for ``key`` on a connection of its own (best effort, never raises). True when
+    delivered: the server closed the cancel connection, which it does once it has signalled the backend."""
+    delivered = False
     with contextlib.suppress(Exception):
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(timeout):
             reader, writer = await _open(target)
-            writer.write(encode(m.CancelRequest(key.pid, key.key)))
-            await writer.drain()
-            with contextlib.suppress(Exception):
-                await reader.read(1)
-            writer.close()
+            try:
+                writer.write(encode(m.CancelRequest(key.pid, key.key)))
+                await writer.drain()
+                with contextlib.suppress(ConnectionError):
+                    await reader.read(1)
+                delivered = True
+            finally:
+                writer.close()
+    return delivered
