@@ -11,20 +11,15 @@ TRANSACTION READ WRITE``. The same cases run through the wire proxy (psycopg) an
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import sys
 
-import anyio
 import psycopg
 import pytest
 import yaml
-from mcp.client.client import Client
-from mcp.client.stdio import StdioServerParameters
 
 from support.cases import load_public_cases
-from support.wire import REPO, Keys, RunningProxy, config_data
+from support.mcp_stdio import query_outcomes
+from support.wire import Keys, RunningProxy, config_data
 
 SETUP = """
 CREATE TABLE public.uc_ledger (id int PRIMARY KEY, note text);
@@ -80,32 +75,13 @@ def _wire(proxy: RunningProxy, token: str, sql: str) -> str:
         return "ok"
 
 
-def _mcp(config, token: str, texts: list[str]) -> list[str]:
-    env = {"PATH": os.environ.get("PATH", ""), "PGWARDEN_MASK_KEY": MASK_KEY, "PYTHONPATH": str(REPO / "src"),
-           "HOME": os.environ.get("HOME", "/tmp"), "PGWARDEN_TOKEN": token}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "pgwarden.cli", "mcp", "--config",
-                                                                 str(config)], env=env, cwd=str(config.parent))
-    out: list[str] = []
-
-    async def go() -> None:
-        async with Client(params) as client:
-            for sql in texts:
-                result = await client.call_tool("query", {"sql": sql})
-                text = "".join(getattr(c, "text", "") for c in result.content)
-                if not result.is_error:
-                    out.append("ok")
-                    continue
-                body = json.loads(re.sub(r"^[^{]*", "", text, count=1))
-                out.append(body.get("sqlstate") or body.get("code") or "?")
-    anyio.run(go)
-    return out
 
 
 def test_a_read_calling_user_code_is_run_read_only_or_refused_through_both_doors(doors) -> None:
     proxy, config, keys, dsn = doors
     token = keys.token("dana", ("dba",))
     texts = [sql for sql, _ in CASES]
-    via_mcp = _mcp(config, token, texts)
+    via_mcp = query_outcomes(config, token, texts, mask_key=MASK_KEY)
     assert _ledger(dsn) == 3
     for (sql, expected), mcp in zip(CASES, via_mcp, strict=True):
         wire = _wire(proxy, token, sql)

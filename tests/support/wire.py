@@ -192,3 +192,34 @@ def journal_records(journal_dir: Path) -> list[dict]:
         *lines, _tail = f.read_bytes().split(b"\n")
         out.extend(json.loads(line) for line in lines if line)
     return out
+
+
+# ---- reading raw replies (RawClient frames: (type, payload)) ------------------------------------------------
+
+
+def sync(c: RawClient, *msgs) -> list[tuple[int, bytes]]:
+    """Send ``msgs`` and a Sync; the replies up to its ReadyForQuery."""
+    from pgwarden.wire_proxy import Sync
+
+    c.send(*msgs, Sync())
+    return c.read_until({ord("Z")})
+
+
+def frame_rows(frames) -> list[bytes]:
+    """The DataRow payloads."""
+    return [bytes(b) for k, b in frames if k == ord("D")]
+
+
+def frame_errors(frames) -> list[str]:
+    """The ErrorResponse payloads, as text (fields separated by NUL)."""
+    return [bytes(b).decode("utf-8", "replace") for k, b in frames if k == ord("E")]
+
+
+def frame_codes(frames) -> list[str]:
+    """The SQLSTATE of each ErrorResponse."""
+    return [f[1:] for e in frame_errors(frames) for f in e.split("\0") if f.startswith("C")]
+
+
+def frame_ready(frames) -> list[bytes]:
+    """The status byte of each ReadyForQuery."""
+    return [bytes(b) for k, b in frames if k == ord("Z")]

@@ -38,19 +38,21 @@ swapped by an allowed function in a simple Query in between.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import sys
 
-import anyio
 import psycopg
 import pytest
 import yaml
 
-from pgwarden.wire_proxy import Bind, Describe, Execute, Parse, Sync
+from pgwarden.wire_proxy import Bind, Describe, Execute, Parse
 from support.cases import load_public_cases
-from support.wire import REPO, Keys, RawClient, RunningProxy, config_data
+from support.mcp_stdio import query_outcomes
+from support.wire import Keys, RawClient, RunningProxy, config_data
+from support.wire import frame_codes as _codes
+from support.wire import frame_errors as _errors
+from support.wire import frame_ready as _ready
+from support.wire import frame_rows as _rows
+from support.wire import sync as _sync
 
 CARD = "4111111111111111"
 EMAIL = "quinn.redteam@example.org"
@@ -126,25 +128,14 @@ def _dba(proxy: RunningProxy, keys: Keys, group: str = "dba") -> RawClient:
     return RawClient(proxy.port, keys.token("dana", (group,)), user="dana")
 
 
-def _sync(c: RawClient, *msgs) -> list[tuple[int, bytes]]:
-    c.send(*msgs, Sync())
-    return c.read_until({ord("Z")})
 
 
-def _rows(frames) -> list[bytes]:
-    return [bytes(b) for k, b in frames if k == ord("D")]
 
 
-def _errors(frames) -> list[str]:
-    return [bytes(b).decode("utf-8", "replace") for k, b in frames if k == ord("E")]
 
 
-def _codes(frames) -> list[str]:
-    return [f[1:] for e in _errors(frames) for f in e.split("\0") if f.startswith("C")]
 
 
-def _ready(frames) -> list[bytes]:
-    return [bytes(b) for k, b in frames if k == ord("Z")]
 
 
 def _ledger(dsn: str) -> int:
@@ -165,28 +156,6 @@ def _wire_text(c: RawClient, sql: str) -> list[str]:
     return _codes(r)
 
 
-def _mcp(config, token: str, texts: list[str]) -> list[str]:
-    from mcp.client.client import Client
-    from mcp.client.stdio import StdioServerParameters
-
-    env = {"PATH": os.environ.get("PATH", ""), "PGWARDEN_MASK_KEY": MASK_KEY, "PYTHONPATH": str(REPO / "src"),
-           "HOME": os.environ.get("HOME", "/tmp"), "PGWARDEN_TOKEN": token}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "pgwarden.cli", "mcp", "--config",
-                                                                 str(config)], env=env, cwd=str(config.parent))
-    out: list[str] = []
-
-    async def go() -> None:
-        async with Client(params) as client:
-            for sql in texts:
-                result = await client.call_tool("query", {"sql": sql})
-                text = "".join(getattr(c, "text", "") for c in result.content)
-                if not result.is_error:
-                    out.append("ok")
-                    continue
-                body = json.loads(re.sub(r"^[^{]*", "", text, count=1))
-                out.append(body.get("sqlstate") or body.get("code") or "?")
-    anyio.run(go)
-    return out
 
 
 # A hidden write that must never stand: each text runs outside any READ ONLY block the door could open
@@ -218,7 +187,7 @@ def test_wire_hidden_user_code_beside_transaction_control(rt, keys: Keys, how: s
 def test_mcp_hidden_user_code_beside_transaction_control(rt, keys: Keys, how: str) -> None:
     _, config, dsn = rt
     try:
-        answer = _mcp(config, keys.token("dana", ("dba",)), [_UNSEEN[how]])
+        answer = query_outcomes(config, keys.token("dana", ("dba",)), [_UNSEEN[how]], mask_key=MASK_KEY)
         written = _ledger(dsn) != 3
     finally:
         _restore(dsn)

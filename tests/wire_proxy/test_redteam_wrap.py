@@ -40,6 +40,10 @@ from pgwarden.policy.detectors import Detector
 from pgwarden.wire_proxy import Bind, Close, Describe, Execute, Flush, Parse, Query, Sync
 from support.cases import load_public_cases
 from support.wire import Keys, RawClient, RunningProxy, config_data
+from support.wire import frame_errors as _errors
+from support.wire import frame_ready as _ready
+from support.wire import frame_rows as _rows
+from support.wire import sync as _sync
 
 CARD = "4111111111111111"
 EMAIL = "zed.sentinel@example.org"
@@ -88,21 +92,12 @@ def _dba(c: RunningProxy, keys: Keys) -> RawClient:
     return RawClient(c.port, keys.token("dana", ("dba",)), user="dana")
 
 
-def _sync(c: RawClient, *msgs) -> list[tuple[int, bytes]]:
-    c.send(*msgs, Sync())
-    return c.read_until({ord("Z")})
 
 
-def _rows(frames) -> list[bytes]:
-    return [bytes(b) for k, b in frames if k == ord("D")]
 
 
-def _errors(frames) -> list[str]:
-    return [bytes(b).decode("utf-8", "replace") for k, b in frames if k == ord("E")]
 
 
-def _ready(frames) -> list[bytes]:
-    return [bytes(b) for k, b in frames if k == ord("Z")]
 
 
 def _ledger(dsn: str) -> int:

@@ -1,0 +1,39 @@
+"""The MCP door driven the way an agent drives it: ``pgwarden mcp`` as a subprocess, the SDK's client over
+stdio, the token in ``PGWARDEN_TOKEN``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import anyio
+
+from support.wire import REPO
+
+
+def query_outcomes(config: Path, token: str, texts: list[str], *, mask_key: str) -> list[str]:
+    """Each text through the ``query`` tool: ``"ok"``, or the SQLSTATE (else the code) of its error."""
+    from mcp.client.client import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    env = {"PATH": os.environ.get("PATH", ""), "PGWARDEN_MASK_KEY": mask_key, "PYTHONPATH": str(REPO / "src"),
+           "HOME": os.environ.get("HOME", "/tmp"), "PGWARDEN_TOKEN": token}
+    params = StdioServerParameters(command=sys.executable, args=["-m", "pgwarden.cli", "mcp", "--config",
+                                                                 str(config)], env=env, cwd=str(config.parent))
+    out: list[str] = []
+
+    async def go() -> None:
+        async with Client(params) as client:
+            for sql in texts:
+                result = await client.call_tool("query", {"sql": sql})
+                text = "".join(getattr(c, "text", "") for c in result.content)
+                if not result.is_error:
+                    out.append("ok")
+                    continue
+                body = json.loads(re.sub(r"^[^{]*", "", text, count=1))
+                out.append(body.get("sqlstate") or body.get("code") or "?")
+    anyio.run(go)
+    return out
