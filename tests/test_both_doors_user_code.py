@@ -75,8 +75,6 @@ def _wire(proxy: RunningProxy, token: str, sql: str) -> str:
         return "ok"
 
 
-
-
 def test_a_read_calling_user_code_is_run_read_only_or_refused_through_both_doors(doors) -> None:
     proxy, config, keys, dsn = doors
     token = keys.token("dana", ("dba",))

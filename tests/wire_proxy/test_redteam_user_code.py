@@ -128,16 +128,6 @@ def _dba(proxy: RunningProxy, keys: Keys, group: str = "dba") -> RawClient:
     return RawClient(proxy.port, keys.token("dana", (group,)), user="dana")
 
 
-
-
-
-
-
-
-
-
-
-
 def _ledger(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT count(*) FROM public.rt_ledger").fetchone()[0]
@@ -154,8 +144,6 @@ def _wire_text(c: RawClient, sql: str) -> list[str]:
     if _ready(r) != [b"I"]:
         c.query("COMMIT")
     return _codes(r)
-
-
 
 
 # A hidden write that must never stand: each text runs outside any READ ONLY block the door could open

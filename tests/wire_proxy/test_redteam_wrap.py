@@ -92,14 +92,6 @@ def _dba(c: RunningProxy, keys: Keys) -> RawClient:
     return RawClient(c.port, keys.token("dana", ("dba",)), user="dana")
 
 
-
-
-
-
-
-
-
-
 def _ledger(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT count(*) FROM public.rw_ledger").fetchone()[0]
@@ -376,7 +368,6 @@ def test_named_statement_and_portal_names_after_failures(rw, keys: Keys) -> None
     text = b"".join(seen).decode("utf-8", "replace")
     assert CARD not in text and "masked-" not in text
     assert len(seen) <= 5 + 5 + 1
-
 
 
 def test_an_error_of_the_proxys_commit_reaches_the_client(rw, keys: Keys) -> None:

@@ -369,8 +369,7 @@ class Session:
     def _must_wrap(self, verdict: Verdict) -> bool:
         # A read that calls user code (functions.allow), under a rule that may write, runs only inside the
         # READ ONLY block above; where that cannot be opened it is refused (read_only_required).
-        return bool(verdict.settings is not None and verdict.settings.read_only and self.rule is not None
-                    and not self.rule.read_only() and verdict.runs_user_code)
+        return verdict.read_needs_read_only_block and self.rule is not None and not self.rule.read_only()
 
     def _upstream_error(self, diag: psycopg.errors.Diagnostic, scrub: bool) -> UpstreamError:
         sqlstate = diag.sqlstate or "XX000"

@@ -416,7 +416,7 @@ class StatementCheck(MaskPlanning):
         name, search_path = self.rule.name, self.catalog.search_path
         for fn in st.functions:
             # The same calls recur in statement after statement, and checking one means matching
-            # dozens of patterns. (Three items: never equal to a relation check's key of four.)
+            # dozens of patterns. (None in the fourth place: never equal to a relation check's key.)
             key = (name, fn, search_path, None, self.catalog.version)
             hit = memo.get(key)
             if hit is None:

@@ -203,6 +203,12 @@ OBJECT_TEXT_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "pg_get_functiondef": ("function",), "pg_get_function_sqlbody": ("function",),
 }
 # Functions whose first argument names a sequence (regclass): the owning table's deny lists hold.
+# Built-ins a read may call whose effect lasts only if its transaction commits: a door that cancels a read
+# once it has the rows it returns (max_rows) would undo it behind the client's back (StatementPlan.cancel_safe).
+UNDONE_BY_ABORT = frozenset({"set_config", "pg_notify", "txid_current", "pg_current_xact_id",
+                             "pg_advisory_xact_lock", "pg_advisory_xact_lock_shared",
+                             "pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared"})
+
 SEQUENCE_FUNCTIONS = frozenset({"nextval", "currval", "setval", "pg_sequence_last_value",
                                 "pg_sequence_parameters"})
 # Functions whose verdict depends on the literal first argument: never shared through the shape cache.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 
+from . import builtins
 from ._checks import RuleChecks, StatementCheck
 from ._lru import LRU
 from ._mask_plan import MaskSet
@@ -48,10 +49,6 @@ from .verdict import (
 MAX_TEXT_CHARS = 1 << 20  # 1 MiB of SQL text: far beyond hand-written statements
 _WRITING = frozenset({StatementClass.WRITE, StatementClass.DDL, StatementClass.ADMIN, StatementClass.LOCK})
 _READING = frozenset({StatementClass.READ})
-# built-ins a read may call whose effect lasts only if its transaction commits (see StatementPlan.cancel_safe)
-_UNDONE_BY_ABORT = frozenset({"set_config", "pg_notify", "txid_current", "pg_current_xact_id",
-                              "pg_advisory_xact_lock", "pg_advisory_xact_lock_shared",
-                              "pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared"})
 
 
 class Decider:
@@ -175,7 +172,7 @@ class Decider:
             if check.approvals:
                 approvals.extend(check.approvals)
             cancel_safe = (st.command_tag == "SELECT" and not check.user_code and st.classes <= _READING
-                           and not any(f.name.lower() in _UNDONE_BY_ABORT for f in st.functions))
+                           and not any(f.name.lower() in builtins.UNDONE_BY_ABORT for f in st.functions))
             plans.append(StatementPlan(index, st.command_tag, tuple(check.masks) if check.masks else (),
                                        check.scrub_errors, st.width, check.upstream, check.raw_origins,
                                        check.user_code, cancel_safe))

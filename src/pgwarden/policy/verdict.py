@@ -181,6 +181,12 @@ class Verdict:
         """A statement of the text calls a user function the rule allows (see StatementPlan.user_code)."""
         return any(p.user_code for p in self.plans)
 
+    @property
+    def read_needs_read_only_block(self) -> bool:
+        """A read-only text that calls user code: under a rule that may write, a door runs it only inside a
+        READ ONLY transaction of its own, and refuses it (:meth:`read_only_refused`) where it cannot."""
+        return self.settings is not None and self.settings.read_only and self.runs_user_code
+
     def read_only_refused(self, where: str) -> Verdict:
         """The denial a door gives this read when it calls user code under a rule that may write and the
         door cannot run it inside a READ ONLY transaction of its own (``where`` says why not)."""

@@ -85,7 +85,6 @@ class Relay:
                  idle_timeout: float | None, probe: bytes = b"") -> None:
         self.conn = conn
         self._readers = (creader, ureader)
-        self._writers = (cwriter, uwriter)
         self._ct = cwriter.transport
         self._ut = uwriter.transport
         self._approve = approve

@@ -358,8 +358,9 @@ class ProxyConnection:
         self._ubuf = bytearray()
         self._stmts: dict[str, _Stmt] = {}
         self._portals: dict[str, _Portal] = {}
-        # statements sent upstream that could run user code (Query, Execute): a portal can change under
-        # its name only while one runs (a function may CLOSE it and OPEN a cursor of that name)
+        # work sent upstream that could run user code (a Query, a Bind, an Execute, the proxy's own queries, a
+        # released approval): a portal can change under its name only while such work runs (a function may
+        # CLOSE it and OPEN a cursor of that name); see _execute
         self._ran = 0
         self.to_upstream: list[bytes] = []
         self.to_client: list[bytes] = []
@@ -575,7 +576,7 @@ class ProxyConnection:
             return
         wrap = self._wraps(verdict)
         if not wrap and self._must_wrap(verdict):
-            self._refuse_verdict(_Q, sql, verdict.read_only_refused(self._why_unwrapped(verdict)))
+            self._refuse_unwrapped(_Q, sql, verdict)
             return
         self._forget_names(verdict)
         ctx = _QueryCtx(sql, verdict, self.engine.open_record(sql, verdict))
@@ -613,16 +614,20 @@ class ProxyConnection:
         """A read that calls user code, under a rule that may write, runs only inside the proxy's READ ONLY
         block: where :meth:`_wraps` cannot wrap it, it is refused (``read_only_required``). ``user_types``:
         the statement was prepared with a parameter of a user type (see _Stmt)."""
+        if not self.engine.wrap_reads:
+            return False
         settings = verdict.settings
-        return bool(self.engine.wrap_reads and settings is not None and settings.read_only
-                    and (verdict.runs_user_code or user_types))
+        return verdict.read_needs_read_only_block or (user_types and settings is not None and settings.read_only)
 
-    def _why_unwrapped(self, verdict: Verdict) -> str:
+    def _refuse_unwrapped(self, kind: int, sql: str, verdict: Verdict) -> None:
+        """Refuse (``read_only_required``) a read :meth:`_must_wrap` says needs the block it cannot have."""
         if any(p.command_tag in _TXN_TAGS for p in verdict.plans):
-            return "around a text that controls transactions itself"
-        if self.queue.status in (b"T", b"E"):
-            return "inside the client's transaction"
-        return "behind other work in flight (a pipeline, or an extended-protocol batch it cannot hold back whole)"
+            why = "around a text that controls transactions itself"
+        elif self.queue.status in (b"T", b"E"):
+            why = "inside the client's transaction"
+        else:
+            why = "behind other work in flight (a pipeline, or an extended-protocol batch it cannot hold back whole)"
+        self._refuse_verdict(kind, sql, verdict.read_only_refused(why))
 
     def _inject_query(self, sql: bytes, ctx: object = None) -> None:
         """A Query of the proxy's own, answered upstream and dropped (ReplyQueue.inject) — but for the
@@ -724,7 +729,7 @@ class ProxyConnection:
         if not self._in_block and self._must_wrap(stmt.verdict, stmt.user_types):
             # refused at Bind, not only at Execute: planning the portal may already run user code (an
             # IMMUTABLE function folded into a constant, a domain's CHECK on a parameter)
-            self._refuse_verdict(_B, stmt.sql, stmt.verdict.read_only_refused(self._why_unwrapped(stmt.verdict)))
+            self._refuse_unwrapped(_B, stmt.sql, stmt.verdict)
             return
         portal = _Portal(stmt, msg.result_formats)
         # FETCH and EXECUTE return what the cursor or prepared statement they name returns *when they run*:
@@ -791,8 +796,7 @@ class ProxyConnection:
             self._refuse(_E, m.error("ERROR", "34000", f"pgwarden: portal {msg.portal!r} does not exist"))
             return
         if not self._in_block and self._must_wrap(portal.stmt.verdict, portal.stmt.user_types):
-            self._refuse_verdict(_E, portal.stmt.sql,
-                                 portal.stmt.verdict.read_only_refused(self._why_unwrapped(portal.stmt.verdict)))
+            self._refuse_unwrapped(_E, portal.stmt.sql, portal.stmt.verdict)
             return
         self._forget_names(portal.stmt.verdict)
         if portal.checked != self._ran:
@@ -1098,7 +1102,7 @@ class ProxyConnection:
                     portal.cut_told = True
                     forward = encode(_cut_notice(head.limit)) + _frame(kind, bytes(body))
         elif kind == _ERROR and type(head) is _QueryCtx and head.cut_cancelled and forward is True \
-                and _field(body, 0x43) == "57014" and _field(body, 0x4D) == _CANCELLED_BY_REQUEST:
+                and _cancelled_by_request(decode_backend(kind, body)):
             # the cancel the cut asked for (not a statement_timeout, also 57014): the result ends here, as a
             # cut one does. (Under a non-English lc_messages the text differs: the client then gets the
             # error, which is honest, if less tidy.)
@@ -1333,18 +1337,10 @@ class ProxyConnection:
 _CANCELLED_BY_REQUEST = "canceling statement due to user request"  # PostgreSQL's text for a CancelRequest
 
 
-def _field(body: memoryview, code: int) -> str:
-    """One field (``C`` SQLSTATE, ``M`` message…) of an ErrorResponse body, read without decoding the rest."""
-    raw = bytes(body)
-    i = 0
-    while i < len(raw) and raw[i]:
-        end = raw.find(b"\0", i + 1)
-        if end < 0:
-            break
-        if raw[i] == code:
-            return raw[i + 1:end].decode("utf-8", "replace")
-        i = end + 1
-    return ""
+def _cancelled_by_request(error: m.BackendMessage) -> bool:
+    """The ErrorResponse a CancelRequest causes (a statement_timeout is 57014 too, with another message)."""
+    fields = error.fields  # type: ignore[union-attr]
+    return fields.get("C") == "57014" and fields.get("M") == _CANCELLED_BY_REQUEST
 
 
 def _columns_formats(portal: _Portal) -> tuple[int, ...]:
