@@ -83,6 +83,9 @@ def _print_step(out: TextIO, step: review.StatementStep) -> None:
     head += f"  {step.status}" + (f" {step.sqlstate}" if step.sqlstate else "")
     out.write(head + f"  [{step.where}]\n")
     out.write(f"    sent:      {step.text}\n")
+    if step.parameters is not None:
+        shown = ", ".join(f"${i}=" + ("NULL" if v is None else repr(v)) for i, v in enumerate(step.parameters, 1))
+        out.write(f"    params:    {shown}" + (" (truncated)\n" if step.parameters_truncated else "\n"))
     if step.upstream_text and step.upstream_text != step.text:
         out.write(f"    upstream:  {step.upstream_text}\n")
     for reason in step.reasons:

@@ -106,6 +106,10 @@ class AuditSession:
         self._recorder._end(self.span)
 
 
+PARAMETER_COUNT = 100  # bound values kept per statement record
+PARAMETER_CHARS = 1024  # characters kept per value
+
+
 class StatementRecord:
     """What the engine reports about one statement while its ``with recorder.statement(...)`` block runs.
 
@@ -216,6 +220,29 @@ class StatementRecord:
             else:  # a hex digest computed by result_digest(), of the version it defaults to
                 attrs[schema.RESULT_SHA256] = str(digest)
                 attrs[schema.RESULT_DIGEST_VERSION] = DIGEST_VERSION
+
+    def parameters(self, values: Sequence[str | None], *, opaque: bool = False, truncated: bool = False) -> None:
+        """The values bound to the statement's ``$1 … $n``, in text form (None for NULL): the first
+        ``PARAMETER_COUNT``, each cut to ``PARAMETER_CHARS`` characters, redacted. ``opaque``: some are
+        ``\\x`` hex of a binary value with no text form here (``replay`` does not re-bind them);
+        ``truncated``: the caller already cut some."""
+        if not values:
+            return
+        truncated = truncated or len(values) > PARAMETER_COUNT
+        shown: list[str | None] = []
+        for value in values[:PARAMETER_COUNT]:
+            if value is not None and len(value) > PARAMETER_CHARS:
+                value, truncated = value[:PARAMETER_CHARS], True
+            shown.append(value)
+        try:
+            encoded = orjson.dumps(shown).decode()
+        except TypeError:
+            encoded = json.dumps(shown, ensure_ascii=False, separators=(",", ":"))
+        self._attrs[schema.QUERY_PARAMETERS] = self._recorder.redact(encoded)
+        if truncated:
+            self._attrs[schema.QUERY_PARAMETERS_TRUNCATED] = True
+        if opaque:
+            self._attrs[schema.QUERY_PARAMETERS_OPAQUE] = True
 
     def error(self, sqlstate: str, message: str) -> None:
         """The statement failed (upstream or in pgwarden): its SQLSTATE and a (redacted) message."""

@@ -43,7 +43,8 @@ __all__ = [
 
 Rows = Sequence[Sequence[str | None]]
 RunResult = tuple[Sequence[str], Rows] | None
-Runner = Callable[[str], "RunResult | Awaitable[RunResult]"]
+# run(text) or run(text, parameters) for a statement recorded with bound values
+Runner = Callable[..., "RunResult | Awaitable[RunResult]"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ class StatementStep:
     duration_ms: float
     text: str
     upstream_text: str | None
+    parameters: list[str | None] | None  # the values bound to $1 … $n, when the client bound any
+    parameters_truncated: bool
+    parameters_opaque: bool  # some values are hex of a binary value with no text form (not re-bound)
     operation: str | None
     collection: str | None
     decision: str | None
@@ -173,6 +177,9 @@ def _step(index: int, rec: SpanRecord) -> StatementStep:
         duration_ms=round((end - start) / 1e6, 3) if start and end else 0.0,
         text=str(a.get(schema.DB_QUERY_TEXT, "")),
         upstream_text=a.get(schema.UPSTREAM_TEXT),
+        parameters=_json_list(a.get(schema.QUERY_PARAMETERS)),
+        parameters_truncated=bool(a.get(schema.QUERY_PARAMETERS_TRUNCATED, False)),
+        parameters_opaque=bool(a.get(schema.QUERY_PARAMETERS_OPAQUE, False)),
         operation=a.get(schema.DB_OPERATION_NAME),
         collection=a.get(schema.DB_COLLECTION_NAME),
         decision=a.get(schema.DECISION),
@@ -191,6 +198,18 @@ def _step(index: int, rec: SpanRecord) -> StatementStep:
         error=a.get(schema.ERROR_MESSAGE) or (status.get("description") if status.get("code") == "ERROR" else None),
         journal_failure=a.get(schema.JOURNAL_FAILURE),
     )
+
+
+def _json_list(value: Any) -> list[Any] | None:
+    """A JSON-array attribute (parameters), or None when absent or not a JSON array (a redactor may have
+    rewritten it)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return [value]
+    return parsed if isinstance(parsed, list) else [value]
 
 
 def _collect(directory: str | Path) -> tuple[dict[str, SessionSummary], dict[str, list[SpanRecord]]]:
@@ -354,7 +373,8 @@ async def areplay(
     *,
     sample_value: Callable[[str | None], str | None] | None = None,
 ) -> ReplayReport:
-    """Replay ``session``; ``run(text)`` returns ``(columns, rows)`` (or an awaitable of it) or None to skip."""
+    """Replay ``session``; ``run(text)`` — ``run(text, parameters)`` for a statement recorded with bound
+    values — returns ``(columns, rows)`` (or an awaitable of it) or None to skip."""
     cut = sample_value or _default_sample_value()
     steps: list[ReplayStep] = []
     for step in session.steps:
@@ -370,8 +390,13 @@ async def areplay(
                 else "the statement failed" if step.status != "ok" else "no result digest was recorded"
             )
             continue
+        if step.parameters is not None and (step.parameters_truncated or step.parameters_opaque):
+            out.status = "skipped"
+            out.reason = ("its recorded parameters were truncated" if step.parameters_truncated
+                          else "some of its parameters were binary values recorded as hex")
+            continue
         try:
-            result = run(step.text)
+            result = run(step.text) if step.parameters is None else run(step.text, step.parameters)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:

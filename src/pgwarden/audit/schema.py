@@ -45,6 +45,11 @@ APPROVAL_WAIT_MS = "pgwarden.approval.wait_ms"
 RESULT_SAMPLE = "pgwarden.result.sample"  # capped, already masked
 RESULT_SHA256 = "pgwarden.result.sha256"  # digest of the whole masked result
 RESULT_DIGEST_VERSION = "pgwarden.result.digest_version"  # its encoding (audit/digest.py); absent: 1
+# The values bound to $1 … $n (wire door, extended protocol; held statements): a JSON array of their text
+# forms or null, each capped, redacted like the sample
+QUERY_PARAMETERS = "pgwarden.query.parameters"
+QUERY_PARAMETERS_TRUNCATED = "pgwarden.query.parameters_truncated"  # a value or the list was capped
+QUERY_PARAMETERS_OPAQUE = "pgwarden.query.parameters_opaque"  # some are hex of a binary value (not replayable)
 
 RECORD = "pgwarden.record"  # "session" | "statement" | "journal_failure": what a span is, whatever its name
 SESSION_ID = "pgwarden.session.id"  # on the session span and on each of its statements
@@ -77,7 +82,7 @@ STATEMENT_OPTIONAL_ATTRIBUTES = (
     DB_NAMESPACE, DB_OPERATION_NAME, DB_COLLECTION_NAME, DB_QUERY_SUMMARY, DB_RETURNED_ROWS, DB_STATUS_CODE,
     ERROR_TYPE, ERROR_MESSAGE, RULE, UPSTREAM_TEXT, APPROVAL_ID, APPROVER, APPROVAL_DECISION, APPROVAL_WAIT_MS,
     RESULT_COLUMNS, RESULT_SAMPLE, RESULT_SAMPLE_TRUNCATED, RESULT_SHA256, RESULT_DIGEST_VERSION,
-    JOURNAL_FAILURE,
+    JOURNAL_FAILURE, QUERY_PARAMETERS, QUERY_PARAMETERS_TRUNCATED, QUERY_PARAMETERS_OPAQUE,
 )
 # Attribute values that are identifiers or digests, never free text: the only strings not passed through
 # the engine's redact function (a detector for keys could otherwise eat a hex digest).

@@ -87,7 +87,8 @@ class EngineReplayRunner:
             self.warnings.append(exc.message)
         self._session = Session(self._gateway, self.principal, self.target, Channel.CLI)
 
-    async def _run(self, text: str) -> tuple[list[str], list[list[str | None]]] | None:
+    async def _run(self, text: str, parameters: Sequence[str | None] | None = None
+                   ) -> tuple[list[str], list[list[str | None]]] | None:
         from pgwarden.policy.analysis import StatementClass
         from pgwarden.policy.sql import analyse
 
@@ -97,14 +98,15 @@ class EngineReplayRunner:
         classes = {c for st in analysis.statements for c in st.classes}
         if not analysis.statements or classes - {StatementClass.READ}:
             return None  # only reads are replayed: a sandbox is not a place to repeat writes
-        result = await self._session.run(text)
+        result = await self._session.run(text, parameters=parameters)
         if not result.results:
             return [], []
         last = result.results[-1]
         return list(last.columns), [list(r) for r in last.rows]
 
-    def __call__(self, text: str) -> tuple[list[str], list[list[str | None]]] | None:
-        return self._submit(self._run(text))
+    def __call__(self, text: str, parameters: Sequence[str | None] | None = None
+                 ) -> tuple[list[str], list[list[str | None]]] | None:
+        return self._submit(self._run(text, parameters))
 
     async def _close(self) -> None:
         if self._session is not None:

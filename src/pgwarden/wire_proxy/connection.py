@@ -37,6 +37,7 @@ from pgwarden.policy.verdict import Decision, StatementPlan, Verdict
 
 from . import messages as m
 from ._hold import Collecting, HoldRefused, extended_replies
+from ._params import text_forms
 from ._queue import ReplyQueue
 from .codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -60,6 +61,7 @@ _COPY_CLIENT = frozenset(ord(c) for c in "dcf")
 _ROW, _ROWDESC, _DONE, _ERROR, _NOTICE, _READY = (ord(c) for c in "DTCENZ")
 _NODATA, _EMPTY, _SUSPENDED, _COPY_OUT, _COPY_DATA, _COPY_BOTH = (ord(c) for c in "nIsHdW")
 _PARAM_STATUS = ord("S")
+_PARAM_DESC = ord("t")
 
 
 class Record(Protocol):
@@ -69,6 +71,9 @@ class Record(Protocol):
                digest: Any) -> None: ...
 
     def error(self, sqlstate: str, message: str) -> None: ...
+
+    def parameters(self, values: Sequence[str | None], *, opaque: bool = False, truncated: bool = False) -> None:
+        """The values bound to the statement (Bind), in text form (``_params.text_forms``)."""
 
     def close(self) -> str | None:
         """Write the record; returns a message when the journal refused it (the result is then withheld)."""
@@ -124,6 +129,8 @@ class _Stmt:
     # a parameter declared of a user type (OID past FirstNormalObjectId): a domain's CHECK may run a user
     # function on it at Bind, which the analysis of the text cannot see
     user_types: bool = False
+    # the parameter OIDs: as declared in Parse (0: left to the server), then as the server described them
+    param_types: tuple[int, ...] = ()
 
 
 @dataclass
@@ -137,6 +144,8 @@ class _Portal:
     # the session's run count (ProxyConnection._ran) when this portal was last known to be what the proxy
     # thinks it is: bound or described here with nothing run upstream since (see _execute)
     checked: int = -1
+    params: tuple[bytes | None, ...] = ()  # the values bound (what the audit record shows)
+    param_formats: tuple[int, ...] = ()
 
 
 class _Tap:
@@ -691,7 +700,8 @@ class ProxyConnection:
         self._forget_names(verdict)
         plans = verdict.plans
         stmt = _Stmt(msg.query, verdict, plans[0] if plans else None,
-                     user_types=any(oid >= _FIRST_NORMAL_OID for oid in msg.param_types))
+                     user_types=any(oid >= _FIRST_NORMAL_OID for oid in msg.param_types),
+                     param_types=msg.param_types)
         # PostgreSQL drops the unnamed statement before parsing a new one, even one that then fails
         undo = _Registered(self._stmts, msg.name, stmt, None if msg.name == "" else self._stmts.get(msg.name))
         self._stmts[msg.name] = stmt
@@ -731,7 +741,7 @@ class ProxyConnection:
             # IMMUTABLE function folded into a constant, a domain's CHECK on a parameter)
             self._refuse_unwrapped(_B, stmt.sql, stmt.verdict)
             return
-        portal = _Portal(stmt, msg.result_formats)
+        portal = _Portal(stmt, msg.result_formats, params=msg.params, param_formats=msg.param_formats)
         # FETCH and EXECUTE return what the cursor or prepared statement they name returns *when they run*:
         # a description of the statement from before (Describe S) may be stale, so their portal is described
         # afresh (PostgreSQL raises "cached plan must not change result type" for queries, not for these)
@@ -810,6 +820,9 @@ class ProxyConnection:
             self._ctx.append(_DescCtx(None, portal, surface=True))
             self.to_upstream.append(encode(m.Describe("P", msg.portal)))
         record = self.engine.open_record(portal.stmt.sql, portal.stmt.verdict)
+        if portal.params:
+            values, opaque, cut = text_forms(portal.params, portal.param_formats, portal.stmt.param_types)
+            record.parameters(values, opaque=opaque, truncated=cut)
         self._push(_E, _ExecCtx(portal, record), _frame(_E, payload))
         portal.checked = self._ran
 
@@ -1081,6 +1094,9 @@ class ProxyConnection:
                 forward = False
             else:
                 forward = self._screened_row(head, body) if forward else False
+        elif kind == _PARAM_DESC:
+            if type(head) is _DescCtx and head.stmt is not None:
+                self._described_parameters(head.stmt, body)
         elif kind == _NODATA:
             if type(head) is _DescCtx:
                 if head.stmt is not None:
@@ -1174,6 +1190,16 @@ class ProxyConnection:
         if not forward:
             return False
         return True if hit[3] is None else hit[3]
+
+    @staticmethod
+    def _described_parameters(stmt: _Stmt, body: memoryview) -> None:
+        """The server's ParameterDescription of a statement: the types it inferred for parameters the
+        client left undeclared. One of a user type (a domain, whose CHECK may call a user function at Bind)
+        makes the statement user code, as a declared one does."""
+        desc: m.ParameterDescription = decode_backend(_PARAM_DESC, body)  # type: ignore[assignment]
+        stmt.param_types = desc.type_oids
+        if any(oid >= _FIRST_NORMAL_OID for oid in desc.type_oids):
+            stmt.user_types = True
 
     def _row_description(self, head: object, body: memoryview, forward: bool) -> bool | bytes:
         if type(head) is _DescCtx and head.stmt is None and head.portal is not None \

@@ -78,6 +78,9 @@ class _Record:
     def error(self, sqlstate: str, message: str) -> None:
         self.st.error(sqlstate, message)
 
+    def parameters(self, values, *, opaque: bool = False, truncated: bool = False) -> None:
+        self.st.parameters(values, opaque=opaque, truncated=truncated)
+
     def close(self) -> str | None:
         try:
             self._recorder.end_statement(self.st)
@@ -93,6 +96,9 @@ class _NoRecord:
         pass
 
     def error(self, *args: Any) -> None:
+        pass
+
+    def parameters(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def close(self) -> None:
@@ -709,6 +715,8 @@ class ProxyServer:
         held = self.runtime.held()
         session = hooks.session
         record = hooks.open_record(hold.sql, hold.verdict)
+        if hold.parameters:
+            record.parameters(hold.parameters)
         try:
             request = await held.hold(session, hold.sql, hold.verdict, parameters=hold.parameters or ())
         except Exception as exc:
