@@ -14,8 +14,8 @@ import anyio
 from support.wire import REPO
 
 
-def query_outcomes(config: Path, token: str, texts: list[str], *, mask_key: str) -> list[str]:
-    """Each text through the ``query`` tool: ``"ok"``, or the SQLSTATE (else the code) of its error."""
+def tool_results(config: Path, token: str, calls: list[tuple[str, dict]], *, mask_key: str) -> list[tuple[bool, str]]:
+    """Each ``(tool, arguments)`` called in one MCP session: ``(is_error, the text of its content)``."""
     from mcp.client.client import Client
     from mcp.client.stdio import StdioServerParameters
 
@@ -23,17 +23,24 @@ def query_outcomes(config: Path, token: str, texts: list[str], *, mask_key: str)
            "HOME": os.environ.get("HOME", "/tmp"), "PGWARDEN_TOKEN": token}
     params = StdioServerParameters(command=sys.executable, args=["-m", "pgwarden.cli", "mcp", "--config",
                                                                  str(config)], env=env, cwd=str(config.parent))
-    out: list[str] = []
+    out: list[tuple[bool, str]] = []
 
     async def go() -> None:
         async with Client(params) as client:
-            for sql in texts:
-                result = await client.call_tool("query", {"sql": sql})
-                text = "".join(getattr(c, "text", "") for c in result.content)
-                if not result.is_error:
-                    out.append("ok")
-                    continue
-                body = json.loads(re.sub(r"^[^{]*", "", text, count=1))
-                out.append(body.get("sqlstate") or body.get("code") or "?")
+            for tool, arguments in calls:
+                result = await client.call_tool(tool, arguments)
+                out.append((bool(result.is_error), "".join(getattr(c, "text", "") for c in result.content)))
     anyio.run(go)
+    return out
+
+
+def query_outcomes(config: Path, token: str, texts: list[str], *, mask_key: str) -> list[str]:
+    """Each text through the ``query`` tool: ``"ok"``, or the SQLSTATE (else the code) of its error."""
+    out: list[str] = []
+    for is_error, text in tool_results(config, token, [("query", {"sql": sql}) for sql in texts], mask_key=mask_key):
+        if not is_error:
+            out.append("ok")
+            continue
+        body = json.loads(re.sub(r"^[^{]*", "", text, count=1))
+        out.append(body.get("sqlstate") or body.get("code") or "?")
     return out

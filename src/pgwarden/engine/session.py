@@ -29,7 +29,13 @@ import anyio
 import psycopg
 from psycopg import pq
 
-from pgwarden.policy.results import ColumnInfo, ResultScreen, ResultShapeMismatch, screen_error_fields
+from pgwarden.policy.results import (
+    ColumnInfo,
+    ResultScreen,
+    ResultShapeMismatch,
+    diagnostic_withheld,
+    screen_error_fields,
+)
 from pgwarden.policy.sql import SessionFacts, without_keys
 from pgwarden.policy.verdict import Decision, PinnedSettings, StatementPlan, Verdict
 
@@ -351,6 +357,8 @@ class Session:
         self.state.clear()
 
     def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        if diagnostic_withheld({"V": diag.severity_nonlocalized or "", "S": diag.severity or ""}):
+            return
         fields = screen_error_fields({"M": diag.message_primary or ""}, scrub=self._scrub,
                                      detector=self.gateway.detector, what="notice")
         self._notices.append(f"{diag.severity or 'NOTICE'}: {fields.get('M', '')}")

@@ -18,6 +18,7 @@ from .analysis import (
     ColumnId,
     FunctionCall,
     RelationAccess,
+    SettingChange,
     StatementAnalysis,
     StatementClass,
 )
@@ -604,13 +605,15 @@ class StatementCheck(MaskPlanning):
         return name not in builtins.PINNED_SETTINGS and builtins.setting_allowed(
             name, self.rule.session.allow_settings)
 
-    def _same_as_pinned(self, name: str, value: str | None) -> bool:
+    def _same_as_pinned(self, name: str, change: SettingChange) -> bool:
         """SET of a pinned setting to what is pinned already (or a tighter timeout) changes nothing."""
+        value = change.value
         if value is None:
             return False
         if name == "search_path":
-            wanted = [v.strip().strip('"') for v in value.split(",") if v.strip()]
-            return wanted == list(self.catalog.search_path)
+            # each item exactly as the server will take it: a string literal is one identifier, spaces and
+            # quotes included ('public ' is the schema "public "), so nothing is stripped or split
+            return list(change.items) == list(self.catalog.search_path)
         limits = {"statement_timeout": self.rule.statement_timeout, "lock_timeout": self.rule.lock_timeout}
         if name in limits:
             try:
@@ -637,8 +640,14 @@ class StatementCheck(MaskPlanning):
                 continue  # denied as a statement already
             if name == "all" and change.reset:
                 continue  # pinned settings come from the start-up packet: RESET ALL returns to them
+            bounded = builtins.BOUNDED_SETTINGS.get(name)
+            if bounded is not None:
+                values, why = bounded
+                if not change.reset and (change.value or "").strip().lower() not in values:
+                    self.deny("session_change", f"SET {name} TO {change.value!r} is refused: {why}")
+                continue
             reason = builtins.PINNED_SETTINGS.get(name)
-            if reason is not None and not change.reset and self._same_as_pinned(name, change.value):
+            if reason is not None and not change.reset and self._same_as_pinned(name, change):
                 continue
             if reason is not None and change.reset and name in _TEXT_SEMANTICS:
                 continue  # RESET returns to the start-up packet's value, which the gateway pinned

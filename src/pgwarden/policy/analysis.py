@@ -143,6 +143,7 @@ class SettingChange:
     value: str | None
     is_local: bool = False
     reset: bool = False
+    items: tuple[str, ...] = ()  # SET's values one by one, as constants (``value`` joins them with ", ")
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,7 +225,7 @@ TOAST_DENIAL = Denial(
 # and planner knobs that cannot widen what a statement may touch.
 HARMLESS_SETTINGS: tuple[str, ...] = (
     "datestyle", "intervalstyle", "timezone", "extra_float_digits", "bytea_output",
-    "client_min_messages", "xmlbinary", "xmloption", "lc_monetary",
+    "xmlbinary", "xmloption", "lc_monetary",
     "lc_numeric", "lc_time", "default_transaction_isolation", "transaction_isolation",
     "default_transaction_deferrable", "transaction_deferrable", "transaction.transaction_isolation",
     "session_characteristics.transaction_isolation", "session_characteristics.transaction_deferrable",
@@ -238,6 +238,16 @@ HARMLESS_SETTINGS: tuple[str, ...] = (
     "temp_buffers", "hash_mem_multiplier", "force_parallel_mode", "debug_parallel_query",
     "default_text_search_config", "check_function_bodies", "idle_session_timeout",
 )
+
+# Settings a client may change only to some values: name -> (the values, why not the others). SET to
+# one of them or RESET is harmless; set_config() of one is refused (its value need not be a literal).
+BOUNDED_SETTINGS: dict[str, tuple[frozenset[str], str]] = {
+    "client_min_messages": (
+        frozenset({"notice", "warning", "error"}),
+        "DEBUG and LOG messages would show the client the statement as rewritten upstream, with the masks' "
+        "derived keys; use notice, warning or error",
+    ),
+}
 
 # Settings the gateway pins; changing them would escape its governance.
 PINNED_SETTINGS: dict[str, str] = {

@@ -35,7 +35,8 @@ from pgwarden.errors import PgwardenError
 from .detectors import Detector
 from .verdict import MaskAction, StatementPlan
 
-__all__ = ["ColumnInfo", "ResultScreen", "ResultShapeMismatch", "ValueWithheld", "screen_error_fields", "screen_text"]
+__all__ = ["ColumnInfo", "ResultScreen", "ResultShapeMismatch", "ValueWithheld", "diagnostic_withheld",
+           "screen_error_fields", "screen_text"]
 
 Masker = Callable[[object], "str | None"]
 
@@ -272,6 +273,14 @@ def screen_text(text: str | None, *, scrub: bool, detector: Detector | None, wha
 # message, detail, hint, context, internal query, where, and the names of schema objects.
 _TEXT_FIELDS = frozenset("MDHWqstcdn")
 _POSITION_FIELDS = frozenset("Pp")  # positions into a text the client did not send (it was rewritten)
+
+
+def diagnostic_withheld(fields: Mapping[str, str]) -> bool:
+    """A DEBUG or LOG message: the server's own tracing, which can quote the statement as rewritten upstream
+    (the masks' derived keys in it). Neither door passes one on; ``client_min_messages`` is bounded to
+    notice and up (policy/builtins.py ``BOUNDED_SETTINGS``), so this is the second net."""
+    severity = (fields.get("V") or fields.get("S") or "").upper()
+    return severity.startswith("DEBUG") or severity == "LOG"
 
 
 def screen_error_fields(fields: Mapping[str, str], *, scrub: bool, detector: Detector | None,

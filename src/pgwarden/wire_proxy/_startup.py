@@ -31,6 +31,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from pgwarden.policy.builtins import BOUNDED_SETTINGS
+
 from . import messages as m
 from .codec import CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE, TLS_HANDSHAKE_BYTE
 from .errors import StartupRefused, UnsupportedProtocol
@@ -268,6 +270,10 @@ def _check_setting(name: str, value: str, pinned: frozenset[str], in_options: bo
         if cleaned not in _UTF8_NAMES:
             return RefusedParameter(name, value, "bad_value", "pgwarden speaks UTF8 only; use client_encoding=UTF8",
                                     in_options)
+    elif key in BOUNDED_SETTINGS:
+        values, why = BOUNDED_SETTINGS[key]
+        if value.strip().lower() not in values:
+            return RefusedParameter(name, value, "bad_value", f"{name}={value} is refused: {why}", in_options)
     elif key == "extra_float_digits":
         try:
             digits = int(value.strip())

@@ -32,7 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pgwarden.policy.effects import ALL as ALL_NAMES
-from pgwarden.policy.results import ColumnInfo, ResultScreen, ResultShapeMismatch, ValueWithheld
+from pgwarden.policy.results import (
+    ColumnInfo,
+    ResultScreen,
+    ResultShapeMismatch,
+    ValueWithheld,
+    diagnostic_withheld,
+)
 from pgwarden.policy.verdict import Decision, StatementPlan, Verdict
 
 from . import messages as m
@@ -1335,6 +1341,8 @@ class ProxyConnection:
 
     def _diagnostic(self, kind: int, head: object, body: memoryview, forward: bool) -> bool | bytes:
         msg = decode_backend(kind, body)
+        if kind == _NOTICE and diagnostic_withheld(msg.fields):  # type: ignore[union-attr]
+            return False
         plan = getattr(head, "plan", None) if head is not None else None
         scrub = bool(plan is not None and plan.scrub_errors)
         fields = self.engine.screen_fields(msg.fields, scrub=scrub,  # type: ignore[union-attr]

@@ -437,7 +437,8 @@ def _set_statement(node: Node, facts: Facts, extra: dict[str, Any]) -> tuple[Set
         return (SettingChange("all", None, reset=True),)
     if kind == "VAR_RESET":
         return (SettingChange(name, None, reset=True),)
-    return (SettingChange(name, _set_value(node), is_local=local, reset=kind == "VAR_SET_DEFAULT"),)
+    items = tuple(t for t in (_const_text(a) for a in node.get("args") or []) if t is not None)
+    return (SettingChange(name, _set_value(node), is_local=local, reset=kind == "VAR_SET_DEFAULT", items=items),)
 
 
 def _set_value(node: Node) -> str | None:
