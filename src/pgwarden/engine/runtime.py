@@ -114,10 +114,17 @@ class ApprovalNotUsable(PolicyRefusal):
     sqlstate = "55000"
 
 
-def _scope(session: Session, sql: str) -> list[tuple[str, str]]:
-    # What a window granted on this request covers: the relations and accesses of the statement.
+def _scope(session: Session, sql: str, verdict: Verdict) -> list[tuple[str, str]]:
+    """What a window granted on this request covers: the relations and accesses of the statement, its
+    command tags and what asked for approval (``ddl``, ``destructive``, ``no_where``…). A later statement is
+    covered only if all of its pairs are, so a window granted on ``ALTER TABLE t ADD COLUMN`` (tag ALTER
+    TABLE, trigger ddl) never covers ``DROP TABLE t`` or ``ALTER TABLE t DROP COLUMN`` (destructive)."""
     analysis = analyse(sql, session.gateway.catalog(session.target), session.facts())
-    return sorted({(rel.qualified, rel.access.value) for st in analysis.statements for rel in st.relations})
+    pairs = {(rel.qualified, rel.access.value) for st in analysis.statements for rel in st.relations}
+    pairs |= {("pgwarden:statement", p.command_tag) for p in verdict.plans}
+    if verdict.approval is not None:
+        pairs |= {("pgwarden:trigger", t) for t in verdict.approval.triggers}
+    return sorted(pairs)
 
 
 class HeldStatements:
@@ -142,7 +149,7 @@ class HeldStatements:
             requester=session.principal, target=session.target, role=verdict.settings.role if verdict.settings
             else None, statement=sql, parameters=parameters, policy_version=verdict.policy_version,
             reasons=verdict.reasons, lint_findings=lint_findings, channel=session.channel.value,
-            requirement=verdict.approval, scope=_scope(session, sql))
+            requirement=verdict.approval, scope=_scope(session, sql, verdict))
 
     async def release(self, session: Session, sql: str, request: ApprovalRequest, *,
                       parameters: Sequence[str | None] | None = None, param_types: Sequence[int] = ()) -> RunResult:

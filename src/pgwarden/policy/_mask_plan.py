@@ -157,6 +157,13 @@ class MaskPlanning:
                 return False
         return not (masks.any_masked(used) or masks.any_masked(st.referenced))
 
+    def _writes_masked_table(self, st: StatementAnalysis) -> bool:
+        """The statement writes a table with masked columns: PostgreSQL's errors about the row it writes
+        print the stored row, masked values included ("Failing row contains (…)" of a NOT NULL or CHECK
+        violation, a trigger's RAISE), so they are withheld whatever it reads."""
+        masks = self.mask_set
+        return any(r.access in WRITE_ACCESSES and masks.may_cover_table(r.schema, r.name) for r in st.relations)
+
     def masking(self, st: StatementAnalysis, used: set[ColumnId]) -> None:
         masks = self.mask_set
         if not masks.masks:
@@ -164,7 +171,8 @@ class MaskPlanning:
         if self.rewriter is not None and (st.node in _REWRITTEN or (st.node == "CopyStmt"
                                                                    and st.copy_target == "stdout")):
             if self._unreached(st, used):
-                self.scrub_errors = False  # no mask can reach anything this statement reads
+                # no mask can reach anything this statement reads; its errors may still print a stored row
+                self.scrub_errors = self._writes_masked_table(st)
                 return
             self.masking_upstream(st, used)
             return
@@ -178,7 +186,7 @@ class MaskPlanning:
         # intersecting with the few masked ones spares a mask lookup per column and check.
         masked = masks.masked(read)
         if not masked:
-            self.scrub_errors = False
+            self.scrub_errors = self._writes_masked_table(st)
             return
         hit = frozenset(masked)
         masking = self.policy.masking
@@ -276,7 +284,7 @@ class MaskPlanning:
         read = used | st.referenced
         masked = masks.masked(read)
         if not masked and not self.rewrites:
-            self.scrub_errors = False
+            self.scrub_errors = self._writes_masked_table(st)
             return
         hit = frozenset(masked)
         masking = self.policy.masking
