@@ -173,7 +173,7 @@ INTROSPECTION = [
     "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'customers' AND attname = 'full_name'",
     "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'orders'",
     "SELECT obj_description('public.orders'::regclass, 'pg_class')",
-    "SELECT statement FROM pg_prepared_statements",
+    "SELECT name, parameter_types FROM pg_prepared_statements",  # (statement is refused: it may hold the rewrite)
     # upper() has a user overload here: the built-in, schema-qualified, and other built-ins still work
     "SELECT pg_catalog.upper('y'), lower('x')",
     "SELECT pg_advisory_xact_lock(42)",

@@ -91,6 +91,9 @@ FUNCTION_DENIALS: tuple[tuple[str, Denial | None], ...] = (
     ("pg_stat_get_progress_info", _SERVER_STATE), ("pg_config", _SERVER_STATE),
     ("pg_show_replication_origin_status", _SERVER_STATE), ("pg_get_backend_memory_contexts", _SERVER_STATE),
     ("current_query", _OWN_TEXT),
+    # the functions behind pg_prepared_statements / pg_cursors: the text a statement or portal was parsed
+    # from, which for a protocol-level one is the rewrite the gateway sent (see SENSITIVE_CATALOG_COLUMNS)
+    ("pg_prepared_statement", _OWN_TEXT), ("pg_cursor", _OWN_TEXT),
 )
 
 _FUNC_RE = [(re.compile(fnmatch.translate(p)), d) for p, d in FUNCTION_DENIALS if d is not None]
@@ -132,7 +135,10 @@ SENSITIVE_CATALOG_COLUMNS = frozenset({
     ("pg_catalog", "pg_attribute", "attmissingval"),
     ("information_schema", "user_mapping_options", "option_value"),
     ("pg_catalog", "pg_stat_replication", "application_name"),
-    # pg_prepared_statements and pg_cursors show this session's own statements only: not listed.
+    # This session's own statements and portals, but as PostgreSQL parsed them: a statement or portal made
+    # by Parse holds the text as the gateway rewrote it (the masks' derived keys in it). Their names,
+    # parameter types and result types stay readable.
+    ("pg_catalog", "pg_prepared_statements", "statement"), ("pg_catalog", "pg_cursors", "statement"),
 })
 SENSITIVE_COLUMN_DENIAL = Denial(
     "sensitive_catalog",

@@ -135,12 +135,19 @@ _BINARY: dict[int, Callable[[bytes], str]] = {
 _BYTEA = 17
 
 
+WITHHELD = "<binary value withheld: its bytes hold what the content detectors mask>"
+
+
 def text_forms(values: Sequence[bytes | None], formats: Sequence[int], types: Sequence[int], *,
-               cap: int = 1024, count: int = 100) -> tuple[list[str | None], bool, bool]:
+               cap: int = 1024, count: int = 100,
+               hides: Callable[[bytes], bool] | None = None) -> tuple[list[str | None], bool, bool]:
     """The first ``count`` of ``values`` (as bound) in text form, each cut to ``cap`` characters; whether
     any stayed opaque hex (a binary value of a type this cannot render, or one that does not parse as its
     type); whether anything was cut. ``formats`` as in Bind (none: all text, one: for all); ``types`` the
-    parameter OIDs known (declared in Parse or described by the server)."""
+    parameter OIDs known (declared in Parse or described by the server). ``hides(value)``: the raw bytes hold
+    what the content detectors mask — such a value that stays opaque is recorded as :data:`WITHHELD`, never
+    as hex the redaction of the record cannot read (a card number bound in binary as text of a type only the
+    server inferred)."""
     out: list[str | None] = []
     opaque = False
     truncated = len(values) > count
@@ -162,8 +169,11 @@ def text_forms(values: Sequence[bytes | None], formats: Sequence[int], types: Se
                 except (ValueError, struct.error, OverflowError):
                     text = None
             if text is None:
-                text = "\\x" + bytes(value[:cap // 2]).hex()
-                truncated = truncated or len(value) > cap // 2
+                if hides is not None and hides(bytes(value)):
+                    text = WITHHELD
+                else:
+                    text = "\\x" + bytes(value[:cap // 2]).hex()
+                    truncated = truncated or len(value) > cap // 2
                 opaque = opaque or oid != _BYTEA
         if len(text) > cap:
             text, truncated = text[:cap], True

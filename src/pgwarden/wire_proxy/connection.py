@@ -827,7 +827,8 @@ class ProxyConnection:
             self.to_upstream.append(encode(m.Describe("P", msg.portal)))
         record = self.engine.open_record(portal.stmt.sql, portal.stmt.verdict)
         if portal.params:
-            values, opaque, cut = text_forms(portal.params, portal.param_formats, portal.stmt.param_types)
+            values, opaque, cut = text_forms(portal.params, portal.param_formats, portal.stmt.param_types,
+                                             hides=self._hides)
             record.parameters(values, opaque=opaque, truncated=cut)
         self._push(_E, _ExecCtx(portal, record), _frame(_E, payload))
         portal.checked = self._ran
@@ -1196,6 +1197,14 @@ class ProxyConnection:
         if not forward:
             return False
         return True if hit[3] is None else hit[3]
+
+    def _hides(self, value: bytes) -> bool:
+        """The bytes of a bound value hold what the content detectors mask (read as UTF-8)."""
+        detector = self.engine.detector
+        if detector is None or not detector.raw_hits(value):
+            return False
+        text = value.decode("utf-8", "replace")
+        return detector.redact(text) != text
 
     @staticmethod
     def _described_parameters(stmt: _Stmt, body: memoryview) -> None:
