@@ -1,4 +1,5 @@
-"""Wire proxy speed: pgbench -S directly, through PgBouncer (session mode) and through pgwarden (policy and
+"""Wire proxy speed: pgbench -S directly, through PgBouncer (session mode), through a bare Python byte relay
+on uvloop (benchmarks/bare_relay.py: the floor of any Python proxy here) and through pgwarden (policy and
 audit journal on), then a 1,000,000-row result streamed directly and through pgwarden, with and without
 masked columns.
 
@@ -128,6 +129,14 @@ def start_pgwarden(work: Path, dsn: str, *, masked: bool, digest: bool,
     return proc, port, token
 
 
+def start_bare_relay(host: str, port: int) -> tuple[subprocess.Popen, int]:
+    listen = free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "bare_relay.py"), str(listen), host,
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(listen)
+    return proc, listen
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -176,24 +185,28 @@ def main() -> None:
             procs.append(bouncer[0])
         else:
             print("PgBouncer is not installed: its column is skipped")
+        bare, bare_port = start_bare_relay(host, port)
+        procs.append(bare)
         pw, pw_port, token = start_pgwarden(work, bench_dsn, masked=True, digest=not args.no_digest,
                                             journal=not args.no_journal)
         procs.append(pw)
         print(f"pgbench -S, scale {args.scale}, {args.seconds} s each (pgwarden: policy + audit journal "
               f"{'off' if args.no_journal else 'on'}, "
               f"digest {'off' if args.no_digest else 'on'}, uvloop)")
-        print(f"{'mode':<9} {'-c':>3} {'direct tps':>11} {'bouncer tps':>12} {'pgwarden tps':>13} "
-              f"{'pgw/bouncer':>12} {'pgw/direct':>11} {'lat direct ms':>14} {'lat pgw ms':>11} {'added µs':>9}")
+        print(f"{'mode':<9} {'-c':>3} {'direct tps':>11} {'bouncer tps':>12} {'bare tps':>9} {'pgwarden tps':>13} "
+              f"{'pgw/bouncer':>12} {'pgw/bare':>9} {'pgw/direct':>11} {'lat direct ms':>14} {'lat pgw ms':>11} "
+              f"{'added µs':>9} {'bare added':>11}")
         for mode in ("simple", "prepared"):
             for clients in (1, 8):
                 d_tps, d_lat = pgbench(host, port, user, db, clients, mode, args.seconds)
                 b_tps = float("nan")
                 if bouncer is not None:
                     b_tps, _ = pgbench("127.0.0.1", bouncer[1], user, db, clients, mode, args.seconds)
+                r_tps, r_lat = pgbench("127.0.0.1", bare_port, user, db, clients, mode, args.seconds)
                 w_tps, w_lat = pgbench("127.0.0.1", pw_port, "bench", "main", clients, mode, args.seconds, token)
-                print(f"{mode:<9} {clients:>3} {d_tps:>11.0f} {b_tps:>12.0f} {w_tps:>13.0f} {w_tps / b_tps:>12.2f} "
-                      f"{w_tps / d_tps:>11.2f} {d_lat:>14.3f} {w_lat:>11.3f} {(w_lat - d_lat) * 1000:>9.0f}",
-                      flush=True)
+                print(f"{mode:<9} {clients:>3} {d_tps:>11.0f} {b_tps:>12.0f} {r_tps:>9.0f} {w_tps:>13.0f} "
+                      f"{w_tps / b_tps:>12.2f} {w_tps / r_tps:>9.2f} {w_tps / d_tps:>11.2f} {d_lat:>14.3f} "
+                      f"{w_lat:>11.3f} {(w_lat - d_lat) * 1000:>9.0f} {(r_lat - d_lat) * 1000:>11.0f}", flush=True)
         through = make_conninfo(f"host=127.0.0.1 port={pw_port} dbname=main user=bench sslmode=disable",
                                 password=token)
         print(f"\nstreaming {args.rows:,} rows (psycopg, text, fetchmany 10k)")

@@ -11,7 +11,7 @@ start the runtime (catalog): it creates a small database ``pgwarden_sansio`` the
 Prints, per statement (min over rounds): the full path, and as its baseline what a proxy that reads only
 message headers must do with the same bytes (``FrameReader`` on the client side, ``scan`` on the replies),
 with the ratio of the two. A second figure uses a text seen before (verdict cache hit) instead of new
-literals each time.
+literals each time; a third, pgbench's prepared protocol (Bind · Execute · Sync of a statement parsed once).
 """
 
 from __future__ import annotations
@@ -124,10 +124,48 @@ async def _measure(config: Path, dsn: str) -> None:
         base = _best(headers_only, fresh)
         new_literals = _best(proxied, fresh)
         cached = _best(proxied, same)
+
+        # pgbench -M prepared: Parse once, then Bind (one text parameter) · Execute · Sync per statement
+        conn.client_data(_frame(b"P", b"P0_1\0SELECT abalance FROM pgbench_accounts WHERE aid = $1;\0"
+                                + struct.pack("!H", 0)) + _frame(b"D", b"SP0_1\0") + _frame(b"S", b""))
+        conn.to_upstream.clear()
+        row_desc = reply[:1 + struct.unpack("!I", reply[1:5])[0]]
+        conn.upstream_data(_frame(b"1", b"") + _frame(b"t", struct.pack("!HI", 1, 23)) + row_desc
+                           + _frame(b"Z", b"I"))
+        conn.to_client.clear()
+        row_reply = _frame(b"2", b"") + reply[len(row_desc):]  # BindComplete, DataRow, tag, ReadyForQuery
+
+        def bound(aid: bytes) -> bytes:
+            return (_frame(b"B", b"\0P0_1\0" + struct.pack("!HHI", 0, 1, len(aid)) + aid + struct.pack("!H", 0))
+                    + _frame(b"E", b"\0" + struct.pack("!I", 0)) + _frame(b"S", b""))
+
+        executions = [bound(str(rng.randint(1, 100000)).encode()) for _ in range(PER_ROUND)]
+
+        def prepared(data: bytes) -> None:
+            conn.client_data(data)
+            conn.to_upstream.clear()
+            conn.upstream_data(row_reply)
+            conn.to_client.clear()
+
+        def prepared_headers(data: bytes) -> None:
+            frames.feed(data)
+            while frames.next_frame() is not None:
+                pass
+            buf.extend(row_reply)
+            _spans, consumed = scan(buf)
+            del buf[:consumed]
+
+        for data in executions[:500]:
+            prepared(data)
+        prepared_base = _best(prepared_headers, executions)
+        prepared_full = _best(prepared, executions)
         print(f"wire proxy, one pgbench -S statement (CPU per statement, min of {ROUNDS} rounds of {PER_ROUND})")
         print(f"  headers only (baseline)         {base:8.1f} µs")
         print(f"  full path, new literals         {new_literals:8.1f} µs   {new_literals / base:6.1f}x baseline")
         print(f"  full path, the same text        {cached:8.1f} µs   {cached / base:6.1f}x baseline")
+        print(f"  prepared: headers only          {prepared_base:8.1f} µs")
+        print(f"  prepared: Bind/Execute/Sync     {prepared_full:8.1f} µs   {prepared_full / prepared_base:6.1f}x "
+              "baseline")
         audit.end()
     finally:
         await runtime.close()
