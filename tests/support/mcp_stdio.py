@@ -34,10 +34,11 @@ def tool_results(config: Path, token: str, calls: list[tuple[str, dict]], *, mas
     return out
 
 
-def query_outcomes(config: Path, token: str, texts: list[str], *, mask_key: str) -> list[str]:
-    """Each text through the ``query`` tool: ``"ok"``, or the SQLSTATE (else the code) of its error."""
+def query_outcomes(config: Path, token: str, texts: list[str], *, mask_key: str, tool: str = "query") -> list[str]:
+    """Each text through the ``query`` tool (or ``tool``): ``"ok"``, or the SQLSTATE (else the code) of its
+    error."""
     out: list[str] = []
-    for is_error, text in tool_results(config, token, [("query", {"sql": sql}) for sql in texts], mask_key=mask_key):
+    for is_error, text in tool_results(config, token, [(tool, {"sql": sql}) for sql in texts], mask_key=mask_key):
         if not is_error:
             out.append("ok")
             continue

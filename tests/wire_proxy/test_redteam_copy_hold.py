@@ -16,7 +16,8 @@ Claims attacked:
 
 Breaches found (each test asserts the secure behaviour; 2 and 3 are fixed since — a write to a table with
 masked columns has its errors scrubbed (``MaskPlanning._writes_masked_table``), and a window's scope holds
-the statement's command tags and approval triggers (runtime ``_scope``); 1 stays a strict xfail):
+the statement's command tags and approval triggers (runtime ``_scope``); 1 since too — a write that assigns a masked column of a unique index, or a column
+whose foreign key references one, is refused (``masked_existence_probe``)):
 
 1. Existence oracle through a unique constraint on a masked column: ``COPY rt_users FROM STDIN`` with
    ``9\\tzed.sentinel@example.org\\tx`` fails 23505, with a guess that is not there it succeeds (``COPY 1``)
@@ -231,8 +232,6 @@ def test_copy_from_is_checked_like_a_write(rt, keys: Keys, who: str, sql: str) -
     assert _scalar(dsn, "SELECT count(*) FROM jobs WHERE id IN (40, 90)") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: 23505 vs COPY 1 tells whether a guessed value of a masked UNIQUE "
-                   "column exists")
 def test_copy_into_a_masked_unique_column_is_no_existence_oracle(rt, keys: Keys) -> None:
     """Secure: writing a guess into a masked UNIQUE column answers the same whether the guess exists."""
     proxy, dsn = rt

@@ -78,7 +78,8 @@ SELECT CASE WHEN n.oid = pg_catalog.pg_my_temp_schema() THEN 'pg_temp' ELSE n.ns
            CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_policy po WHERE po.polrelid = c.oid) THEN 'policy' END,
            CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_statistic_ext se WHERE se.stxrelid = c.oid
                              AND se.stxexprs IS NOT NULL) THEN 'statistics' END
-       ], NULL)
+       ], NULL),
+       p.probes
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN LATERAL (
@@ -100,6 +101,34 @@ LEFT JOIN LATERAL (
     FROM up JOIN pg_catalog.pg_class pc ON pc.oid = up.oid
     JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
 ) h ON true
+LEFT JOIN LATERAL (
+    -- columns whose write tells whether a value is stored elsewhere (Relation.probes): those of a unique
+    -- index or an exclusion constraint (key columns, or columns its expressions use), and those of a
+    -- foreign key, with the column each references
+    SELECT pg_catalog.array_agg(ARRAY[q.col, q.rs, q.rt, q.rc] ORDER BY q.col, q.rs, q.rt, q.rc) AS probes
+    FROM (
+        SELECT DISTINCT att.attname::text AS col, ''::text AS rs, ''::text AS rt, ''::text AS rc
+        FROM pg_catalog.pg_index ix
+        JOIN pg_catalog.pg_attribute att ON att.attrelid = c.oid AND att.attnum > 0 AND NOT att.attisdropped
+        WHERE ix.indrelid = c.oid AND (ix.indisunique OR ix.indisexclusion)
+          AND (att.attnum = ANY (ix.indkey::int2[]) OR EXISTS (
+                SELECT 1 FROM pg_catalog.pg_depend d
+                WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = ix.indexrelid
+                  AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = c.oid
+                  AND d.refobjsubid = att.attnum))
+        UNION
+        SELECT att.attname::text,
+               CASE WHEN rn.oid = pg_catalog.pg_my_temp_schema() THEN 'pg_temp' ELSE rn.nspname::text END,
+               rc.relname::text, ra.attname::text
+        FROM pg_catalog.pg_constraint co
+        CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(co.conkey), pg_catalog.unnest(co.confkey)) AS k(col, ref)
+        JOIN pg_catalog.pg_attribute att ON att.attrelid = co.conrelid AND att.attnum = k.col
+        JOIN pg_catalog.pg_class rc ON rc.oid = co.confrelid
+        JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
+        JOIN pg_catalog.pg_attribute ra ON ra.attrelid = co.confrelid AND ra.attnum = k.ref
+        WHERE co.conrelid = c.oid AND co.contype = 'f'
+    ) q
+) p ON c.relkind IN ('r', 'p', 'f')
 WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
   AND NOT pg_catalog.pg_is_other_temp_schema(n.oid)
 ORDER BY 1, 2
@@ -229,10 +258,12 @@ def relations_from_rows(rows: Iterable[RelationRow]) -> list[Relation]:
     for row in rows:
         schema, name, kind, oid, view_sql, names, nums, types, ancestors = row[:9]
         texts = row[9] if len(row) > 9 else ()
+        probes = row[10] if len(row) > 10 else ()
         out.append(Relation(
             schema=schema, name=name, kind=kind, oid=oid, view_sql=view_sql,
             columns=tuple(Column(*col) for col in zip(names or (), nums or (), types or (), strict=True)),
             ancestors=tuple(ancestors or ()), texts=frozenset(texts or ()),
+            probes=tuple(tuple(p) for p in probes or ()),
         ))
     return out
 

@@ -164,10 +164,38 @@ class MaskPlanning:
         masks = self.mask_set
         return any(r.access in WRITE_ACCESSES and masks.may_cover_table(r.schema, r.name) for r in st.relations)
 
+    def existence_probes(self, st: StatementAnalysis) -> None:
+        """A write that assigns a masked column of a unique index or exclusion constraint (or a column whose
+        foreign key references a masked column) is an existence oracle: it fails (23505, 23P01, 23503) or
+        not, and ``ON CONFLICT DO NOTHING`` counts the rows it inserts, by whether the value is already
+        stored — one guess per statement at a value the agent may never see. Refused."""
+        written = st.details.written_columns
+        if not written:
+            return
+        masks = self.mask_set
+        catalog = self.catalog
+        found: list[str] = []
+        for schema, table, column in sorted(written):
+            rel = catalog.resolve_relation(schema, table)
+            if rel is None or not rel.probes:
+                continue
+            for col, ref_schema, ref_table, ref_col in rel.probes:
+                if column != "*" and column != col:
+                    continue
+                probed = ColumnId(ref_schema, ref_table, ref_col) if ref_schema else ColumnId(schema, table, col)
+                if masks.find(probed) is not None:
+                    via = f"its foreign key to masked column {probed}" if ref_schema else "its unique constraint"
+                    found.append(f"{schema}.{table}.{col} ({via})")
+        if found:
+            self.deny("masked_existence_probe", f"this write assigns {', '.join(dict.fromkeys(found))}: whether it "
+                      "fails would tell whether the value is already stored in a masked column; leave the "
+                      "column out, or ask a DBA to make the change")
+
     def masking(self, st: StatementAnalysis, used: set[ColumnId]) -> None:
         masks = self.mask_set
         if not masks.masks:
             return
+        self.existence_probes(st)
         if self.rewriter is not None and (st.node in _REWRITTEN or (st.node == "CopyStmt"
                                                                    and st.copy_target == "stdout")):
             if self._unreached(st, used):

@@ -158,6 +158,8 @@ class StatementDetails:
     copy_options: Mapping[str, object] | None = None  # COPY … WITH (format …)
     catalog_pins: Mapping[str, list] | None = None  # pinned reads of catalog views (see builtins.PINNED_CATALOGS)
     from_session: str | None = None  # EXECUTE / FETCH: the text of the prepared statement or cursor
+    # INSERT / UPDATE / MERGE / COPY FROM: the (schema, table, column) each assigns; column "*": all of them
+    written_columns: frozenset[tuple[str, str, str]] = frozenset()
 
 
 NO_DETAILS = StatementDetails()

@@ -47,6 +47,11 @@ class Relation:
     # "comment", "default", "check", "index" (partial/expression index text), "trigger", "rule",
     # "policy", "statistics" (extended statistics expressions). Only known in a live (complete) snapshot.
     texts: frozenset[str] = frozenset()
+    # What a write of a column can tell about stored values: (column, "", "", "") for a column in a unique
+    # index or exclusion constraint (the write fails iff another row holds the value), (column, schema,
+    # table, referenced column) for a foreign key (it fails iff no row of the referenced table holds it).
+    # Only known in a live (complete) snapshot.
+    probes: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def qualified(self) -> str:

@@ -70,6 +70,7 @@ class ReasonCode(StrEnum):
     MASKED_EXPRESSION = "masked_expression", "42501"
     MASKED_PREDICATE = "masked_predicate", "42501"
     MASKED_DATA_LAUNDERING = "masked_data_laundering", "42501"
+    MASKED_EXISTENCE_PROBE = "masked_existence_probe", "42501"
     MASKED_RETURNING = "masked_returning", "42501"
     MASKED_NOT_REWRITTEN = "masked_not_rewritten", "42501"
     COPY_MASKED = "copy_masked", "42501"

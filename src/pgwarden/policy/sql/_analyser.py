@@ -247,6 +247,8 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
     creates_temp = extra.pop("creates_temp", False) if extra else False
     if walker.pins:
         extra["catalog_pins"] = walker.pins
+    if facts.written_columns:
+        extra["written_columns"] = frozenset(facts.written_columns)
     return StatementAnalysis(  # every field, in declaration order
         text,
         kind,  # node
@@ -366,6 +368,7 @@ def _copy(node: Node, walker: QueryWalker, facts: Facts) -> tuple[dict[str, Any]
             cols = [(name, entry.column(name) or EMPTY) for name in attlist]
         if node.get("is_from"):
             facts.classes.add(StatementClass.WRITE)
+            walker._assigns(rv, tuple(attlist) or ("*",))
             walker.predicates(node.get("whereClause"), Scope(entries=[entry]))
         else:
             facts.classes.add(StatementClass.READ)

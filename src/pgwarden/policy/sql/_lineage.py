@@ -410,6 +410,7 @@ class QueryWalker:
         self.facts.classes.add(StatementClass.WRITE)
         if kind == "InsertStmt":
             target = self.relation_entry(rv, None, Access.INSERT)
+            self._assigns(rv, _target_names(stmt.get("cols")) or ("*",))
             select = stmt.get("selectStmt")
             if select:
                 skind, snode = _node(select)
@@ -421,6 +422,7 @@ class QueryWalker:
                 scope.entries.extend([target, excluded])
                 if conflict.get("action") == "ONCONFLICT_UPDATE":
                     self.note_relation(rv.get("schemaname"), rv.get("relname", ""), Access.UPDATE)
+                    self._assigns(rv, _target_names(conflict.get("targetList")))
                     self.assignments(conflict.get("targetList") or (), scope)
                     self.predicates(conflict.get("whereClause"), scope)
                 infer = conflict.get("infer") or {}
@@ -431,6 +433,7 @@ class QueryWalker:
         elif kind == "UpdateStmt":
             target = self.relation_entry(rv, None, Access.UPDATE)
             scope.entries.append(target)
+            self._assigns(rv, _target_names(stmt.get("targetList")))
             from_clause = stmt.get("fromClause")
             if from_clause:
                 for item in from_clause:
@@ -456,15 +459,24 @@ class QueryWalker:
                 self.note_relation(rv.get("schemaname"), rv.get("relname", ""), access)
                 self.predicates(clause.get("condition"), scope)
                 if cmd == "CMD_INSERT":
+                    self._assigns(rv, _target_names(clause.get("targetList")) or ("*",))
                     for item in clause.get("values") or ():
                         self.facts.written_sources |= self.expression(item, scope).sources
                 else:
+                    self._assigns(rv, _target_names(clause.get("targetList")))
                     self.assignments(clause.get("targetList") or (), scope)
         returning = stmt.get("returningClause")
         items = returning.get("exprs") if isinstance(returning, dict) else None
         if items is None and isinstance(stmt.get("returningList"), list):
             items = stmt.get("returningList")
         return self.target_list(items or (), scope) if items else []
+
+    def _assigns(self, rv: Node, columns: tuple[str, ...]) -> None:
+        """Note the columns a write assigns in its target (what a unique index or foreign key on them can
+        tell: policy/_mask_plan.py ``existence_probes``)."""
+        rel = self.catalog.resolve_relation(rv.get("schemaname"), rv.get("relname", ""))
+        if rel is not None:
+            self.facts.written_columns.update((rel.schema, rel.name, c) for c in columns)
 
     def _where(self, where: Node | None, scope: Scope) -> None:
         if not where or _is_constant(where):
@@ -847,3 +859,8 @@ class QueryWalker:
         while s is not None:
             yield from s.entries
             s = s.parent
+
+
+def _target_names(targets: list[Node] | None) -> tuple[str, ...]:
+    """The column names of an INSERT's column list or an UPDATE's SET list (ResTarget nodes)."""
+    return tuple(name for t in targets or () if (name := (t.get("ResTarget") or {}).get("name")))
