@@ -20,6 +20,7 @@ from .analysis import (
     Access,
     ColumnId,
     StatementAnalysis,
+    StatementClass,
 )
 from .language import ColumnMask, MaskStrategy
 from .verdict import (
@@ -161,26 +162,31 @@ class MaskPlanning:
         """The statement writes a table with masked columns: PostgreSQL's errors about the row it writes
         print the stored row, masked values included ("Failing row contains (…)" of a NOT NULL or CHECK
         violation, a trigger's RAISE), so they are withheld whatever it reads."""
+        if not st.written and StatementClass.WRITE not in st.classes:
+            return False
         masks = self.mask_set
-        return any(r.access in WRITE_ACCESSES and masks.may_cover_table(r.schema, r.name) for r in st.relations)
+        for r in st.relations:
+            if r.access in WRITE_ACCESSES and masks.may_cover_table(r.schema, r.name):
+                return True
+        return False
 
     def existence_probes(self, st: StatementAnalysis) -> None:
         """A write that assigns a masked column of a unique index or exclusion constraint (or a column whose
         foreign key references a masked column) is an existence oracle: it fails (23505, 23P01, 23503) or
         not, and ``ON CONFLICT DO NOTHING`` counts the rows it inserts, by whether the value is already
         stored — one guess per statement at a value the agent may never see. Refused."""
-        written = st.details.written_columns
-        if not written:
+        if not st.written:
             return
         masks = self.mask_set
         catalog = self.catalog
         found: list[str] = []
-        for schema, table, column in sorted(written):
-            rel = catalog.resolve_relation(schema, table)
+        for written_schema, written_table, columns in st.written:
+            rel = catalog.resolve_relation(written_schema, written_table)
             if rel is None or not rel.probes:
                 continue
+            schema, table = rel.schema, rel.name
             for col, ref_schema, ref_table, ref_col in rel.probes:
-                if column != "*" and column != col:
+                if columns != ("*",) and col not in columns:
                     continue
                 probed = ColumnId(ref_schema, ref_table, ref_col) if ref_schema else ColumnId(schema, table, col)
                 if masks.find(probed) is not None:

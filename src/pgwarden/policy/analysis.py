@@ -158,8 +158,6 @@ class StatementDetails:
     copy_options: Mapping[str, object] | None = None  # COPY … WITH (format …)
     catalog_pins: Mapping[str, list] | None = None  # pinned reads of catalog views (see builtins.PINNED_CATALOGS)
     from_session: str | None = None  # EXECUTE / FETCH: the text of the prepared statement or cursor
-    # INSERT / UPDATE / MERGE / COPY FROM: the (schema, table, column) each assigns; column "*": all of them
-    written_columns: frozenset[tuple[str, str, str]] = frozenset()
 
 
 NO_DETAILS = StatementDetails()
@@ -206,6 +204,9 @@ class StatementAnalysis:
     literal_dependent: bool = True
     details: StatementDetails = field(default_factory=lambda: NO_DETAILS, compare=False)
     relation_refs: tuple[RelationRef, ...] = ()  # read references to catalog relations, for the mask rewrite
+    # INSERT / UPDATE / MERGE / COPY FROM targets as written: (schema or None, table, the columns assigned;
+    # ("*",): all of them), resolved only where masks could make them probes (_mask_plan.existence_probes)
+    written: tuple[tuple[str | None, str, tuple[str, ...]], ...] = ()
 
     @property
     def width(self) -> int | None:

@@ -247,8 +247,6 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
     creates_temp = extra.pop("creates_temp", False) if extra else False
     if walker.pins:
         extra["catalog_pins"] = walker.pins
-    if facts.written_columns:
-        extra["written_columns"] = frozenset(facts.written_columns)
     return StatementAnalysis(  # every field, in declaration order
         text,
         kind,  # node
@@ -280,6 +278,7 @@ def _statement(text: str, wrapper: Node, catalog, session: SessionFacts) -> Stat
                                      for f in functions))),  # literal_dependent
         StatementDetails(**extra) if extra else NO_DETAILS,  # details
         tuple(facts.relation_refs) if facts.relation_refs else (),  # relation_refs
+        tuple(facts.written_columns) if facts.written_columns else (),  # written
     )
 
 

@@ -474,9 +474,8 @@ class QueryWalker:
     def _assigns(self, rv: Node, columns: tuple[str, ...]) -> None:
         """Note the columns a write assigns in its target (what a unique index or foreign key on them can
         tell: policy/_mask_plan.py ``existence_probes``)."""
-        rel = self.catalog.resolve_relation(rv.get("schemaname"), rv.get("relname", ""))
-        if rel is not None:
-            self.facts.written_columns.update((rel.schema, rel.name, c) for c in columns)
+        if columns:
+            self.facts.written_columns.append((rv.get("schemaname"), rv.get("relname", ""), columns))
 
     def _where(self, where: Node | None, scope: Scope) -> None:
         if not where or _is_constant(where):

@@ -167,7 +167,7 @@ class Facts:
     missing_where: bool
     referenced: set[ColumnId]  # every column read anywhere
     relation_refs: list  # RelationRef of every relation read by reference (the mask rewrite's splice points)
-    written_columns: set  # (schema, table, column | "*") that INSERT / UPDATE / MERGE / COPY FROM assign
+    written_columns: list  # (schema | None, table, columns) INSERT / UPDATE / MERGE / COPY FROM assign
 
     def __init__(self) -> None:
         self.relations = []
@@ -181,7 +181,7 @@ class Facts:
         self.missing_where = False
         self.referenced = set()
         self.relation_refs = []
-        self.written_columns = set()
+        self.written_columns = []
 
 
 def _as_hidden(entry: Entry) -> Entry:
