@@ -14,7 +14,9 @@ principal's approval ids through ``approval_status`` / ``wait_for_approval``, DN
 size limits (MCP body, API body, the unauthenticated sign-in form), malformed / batch JSON-RPC and error
 leakage, and what the console's audit pages show to an approver who is masked herself.
 
-BREACHES (strict xfails):
+BREACHES (each test asserts the secure behaviour; both fixed since — the audit pages withhold rows,
+bound values and error text of a session whose principal saw raw what the viewer's groups would see masked
+(``unmasked_beyond``), and the approvals API refuses a body over 64 KiB before reading it):
 
 1. Raw masked values in the console's audit timeline. ``may_audit`` (console/_core.py) opens every
    session of the journal to a member of *any* approver group, and ``_Pages.step_html`` (console/web.py)
@@ -476,8 +478,6 @@ def test_mcp_refuses_a_huge_declared_body_at_once(site: Site) -> None:
     assert answer.startswith(b"HTTP/1.1 413")
 
 
-@pytest.mark.xfail(strict=True, reason="BREACH: the approvals API buffers the whole body before its 64 KiB check "
-                                       "(any valid token can make the gateway read 1 GB)")
 def test_api_refuses_a_huge_declared_body_at_once(site: Site) -> None:
     answer = _answer_to_a_huge_declared_body(site, "/api/approvals/apr_x/approve", site.tok("agent", "ai-agents"))
     assert answer.startswith(b"HTTP/1.1 413")
@@ -485,8 +485,6 @@ def test_api_refuses_a_huge_declared_body_at_once(site: Site) -> None:
 
 # -- masked values in the console -------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="BREACH: the console's audit timeline shows any approver the raw result "
-                                       "samples of an unless_groups principal")
 def test_audit_timeline_does_not_show_raw_masked_values_to_a_masked_approver(site: Site) -> None:
     fiona = site.tok("fiona", "ai-agents", "finance-approvers")
     own = call_tool(site.mcp, fiona, "query", {"sql": "SELECT id, note FROM orders ORDER BY id"})

@@ -153,6 +153,20 @@ def may_audit(runtime: Runtime, principal: Principal) -> bool:
     return bool(principal.groups & groups)
 
 
+def unmasked_beyond(runtime: Runtime, viewer: Principal, session_groups: Iterable[str] | None) -> list[str]:
+    """The mask rules a session's principal was exempt from (``unless_groups``) and ``viewer`` is not: what
+    that session received raw — result samples, bound values, error text — the viewer would have been
+    given masked, so the audit pages withhold it from them. ``session_groups`` None: not known yet (the
+    session record is written when the session ends), so any exemption is assumed."""
+    session = None if session_groups is None else set(session_groups)
+    out = []
+    for mask in runtime.config.masking.columns:
+        exempt = set(mask.unless_groups)
+        if exempt and (session is None or exempt & session) and not exempt & viewer.groups:
+            out.append(mask.column)
+    return out
+
+
 def audit_groups(runtime: Runtime) -> tuple[str, ...]:
     groups: set[str] = set()
     for rule in runtime.config.rules:

@@ -59,9 +59,23 @@ def _ok(data: Any, status: int = 200) -> JSONResponse:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise ConsoleError(413, "body_too_large", f"the request body is larger than {MAX_BODY} bytes")
+    # Refused before it is read: a Content-Length over the limit at once, a chunked body as soon as it passes
+    # it (reading it whole first would let any token holder make the gateway buffer gigabytes).
+    too_large = ConsoleError(413, "body_too_large", f"the request body is larger than {MAX_BODY} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise ConsoleError(400, "bad_content_length", "the Content-Length header is not a number")
+        if int(declared) > MAX_BODY:
+            raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise too_large
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:

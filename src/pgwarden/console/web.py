@@ -16,7 +16,7 @@ import html
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,7 @@ from ._core import (
     may_audit,
     not_visible,
     parse_window,
+    unmasked_beyond,
 )
 from .highlight import highlight_sql
 from .static import CSS
@@ -509,12 +510,16 @@ class _Pages:
                  ("Statements", str(s.statements))]
         head = ('<div class="card"><dl class="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
                 + "</dl></div>")
-        steps = "".join(self.step_html(step) for step in line.steps) or "<li>No statements recorded.</li>"
+        # an open session's groups are not in the journal yet (its record is written at its end)
+        hidden = unmasked_beyond(self.runtime, who, None if s.open else s.groups)
+        steps = "".join(self.step_html(step, hidden) for step in line.steps) or "<li>No statements recorded.</li>"
         body = (f"{head}<h2>Timeline</h2><ol class=\"timeline\">{steps}</ol>"
                 f'<p><a href="{PREFIX}/audit">Back to the sessions</a></p>')
         return self.page(f"Session {s.id[:12]}", body, who=who, token=token, current="audit")
 
-    def step_html(self, step: review.StatementStep) -> str:
+    def step_html(self, step: review.StatementStep, hidden: Sequence[str] = ()) -> str:
+        """One statement of a timeline. ``hidden``: masks the session's principal was exempt from and the
+        viewer is not (``unmasked_beyond``) — its rows, bound values and error text are then withheld."""
         decision = step.decision or "undecided"
         head = (f'<h3>#{step.index} <span class="badge {e(decision)}">{e(decision)}</span> '
                 f"{_when(step.start)} · {step.duration_ms:.1f} ms"
@@ -533,11 +538,18 @@ class _Pages:
             parts.append(f"<p>Approval <code>{e(a.id)}</code> requested {_when(a.requested_at)} of "
                          f"{e(', '.join(a.approvers) or '?')}: <strong>{e(a.decision or 'pending')}</strong> by "
                          f"{e(a.approver or '?')} at {_when(a.decided_at)}{e(waited)}</p>")
+        withheld = (f'<p class="hint">Withheld from you: this session\'s principal sees '
+                    f"{e(', '.join(hidden))} unmasked, which your groups would see masked.</p>") if hidden else ""
+        if step.parameters is not None:
+            parts.append(withheld if hidden else "<p>Bound values: " + e(", ".join(
+                f"${i}=" + ("NULL" if v is None else repr(v)) for i, v in enumerate(step.parameters, 1))) + "</p>")
         if step.error:
-            parts.append(f'<p class="problem">{e(step.error)}</p>')
+            parts.append(withheld if hidden else f'<p class="problem">{e(step.error)}</p>')
         if step.row_count is not None:
             parts.append(f"<p>{step.row_count} row(s); sha256 <code>{e((step.digest or '-')[:16])}…</code></p>")
-        if step.columns is not None and step.sample:
+        if step.columns is not None and step.sample and hidden:
+            parts.append(withheld)
+        elif step.columns is not None and step.sample:
             header = "".join(f"<th scope=col>{e(c)}</th>" for c in step.columns)
             rows = "".join("<tr>" + "".join("<td><em>NULL</em></td>" if v is None else f"<td>{e(v)}</td>" for v in row)
                            + "</tr>" for row in step.sample)
