@@ -15,7 +15,7 @@ from audit_helpers import lines, records, run_statement
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pgwarden.audit import AuditRecorder, AuditSettings, Journal, JournalUnavailable, verify
-from pgwarden.audit._records import record_hash
+from pgwarden.audit._records import canonical, record_hash
 
 
 def _journal(directory: Path, **kwargs) -> Journal:
@@ -27,6 +27,12 @@ def _fill(directory: Path, n: int = 8, **kwargs) -> None:
     for i in range(n):
         journal.append("span", {"name": f"s{i}", "attributes": {"i": i}})
     journal.close()
+
+
+def _line(record: dict) -> str:
+    """A record as the writer lays it out (canonical, hash last): what a careful forger writes."""
+    core = canonical({k: v for k, v in record.items() if k != "hash"})
+    return (core[:-1] + b',"hash":"' + record["hash"].encode() + b'"}\n').decode()
 
 
 def _rewrite(directory: Path, new_lines: list[str], name: str = "journal-000001.jsonl") -> None:
@@ -65,7 +71,7 @@ def test_a_changed_and_rehashed_line_is_named(tmp_path: Path) -> None:
     record = json.loads(text[1])
     record["body"]["name"] = "forged"
     record["hash"] = record_hash(record)
-    text[1] = json.dumps(record) + "\n"
+    text[1] = _line(record)
     _rewrite(d, text)
     bad = verify(d).first_bad
     assert (bad.kind, bad.where) == ("changed", "journal-000001.jsonl:2")
@@ -120,7 +126,7 @@ def test_a_forged_checkpoint_fails_its_signature(tmp_path: Path) -> None:
     assert cp["kind"] == "checkpoint"
     cp["body"]["time"] = "2020-01-01T00:00:00.000000Z"
     cp["hash"] = record_hash(cp)
-    text[3] = json.dumps(cp) + "\n"
+    text[3] = _line(cp)
     # re-chain the rest so only the signature can tell
     prev = cp["hash"]
     for i in range(4, len(text)):
@@ -129,7 +135,7 @@ def test_a_forged_checkpoint_fails_its_signature(tmp_path: Path) -> None:
         if r["kind"] == "checkpoint":
             r["body"]["head"] = prev
         r["hash"] = prev = record_hash(r)
-        text[i] = json.dumps(r) + "\n"
+        text[i] = _line(r)
     _rewrite(d, text)
     bad = verify(d).first_bad
     assert (bad.kind, bad.where) == ("bad_signature", "journal-000001.jsonl:4")

@@ -10,8 +10,10 @@ replay differences, 2 bad usage or configuration, 3 could not run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -48,6 +50,33 @@ def _emit(out: TextIO, data: Any) -> None:
     out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def _inert(text: Any) -> Any:
+    """``text`` with every control, format and line/paragraph separator character escaped (``\\x1b``,
+    ``\\u202e``…): what an agent put in a statement, an error or a value must not move the reviewer's
+    cursor, erase a line or draw fake ones on the terminal. Lists and nested lists are cleaned item by item."""
+    if isinstance(text, str):
+        if text.isprintable():
+            return text
+        return "".join(c if c.isprintable() or c == " " else (
+            f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+            if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn") else c for c in text)
+    if isinstance(text, list):
+        return [_inert(v) for v in text]
+    return text
+
+
+def _inert_fields(item: Any) -> Any:
+    """A copy of a review dataclass with :func:`_inert` applied to every text field (approvals included)."""
+    changes = {}
+    for f in dataclasses.fields(item):
+        value = getattr(item, f.name)
+        if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            changes[f.name] = [_inert_fields(v) for v in value]
+        elif isinstance(value, str | list):
+            changes[f.name] = _inert(value)
+    return dataclasses.replace(item, **changes)
+
+
 def _short(text: str | None, width: int) -> str:
     text = (text or "").replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -70,13 +99,14 @@ def _cmd_sessions(args: argparse.Namespace, out: TextIO, directory: Path) -> int
     rows = [
         [s.id[:12], _short(s.subject, 24), s.channel, s.target, (s.start or "")[:19], "open" if s.open else
          (s.end or "")[:19], str(s.statements), ", ".join(f"{k} {v}" for k, v in sorted(s.decisions.items()))]
-        for s in found
+        for s in map(_inert_fields, found)
     ]
     _table(out, ["SESSION", "SUBJECT", "CHANNEL", "TARGET", "START", "END", "STMTS", "DECISIONS"], rows)
     return EXIT_OK
 
 
 def _print_step(out: TextIO, step: review.StatementStep) -> None:
+    step = _inert_fields(step)
     head = f"#{step.index}  {(step.start or '')[11:23]}  {step.duration_ms:.1f} ms  {step.decision or '-'}"
     if step.rule:
         head += f" (rule {step.rule})"
@@ -118,6 +148,7 @@ def _print_step(out: TextIO, step: review.StatementStep) -> None:
 
 
 def _print_session(out: TextIO, s: review.SessionSummary) -> None:
+    s = _inert_fields(s)
     out.write(f"session {s.id}  {s.subject} via {s.channel} → {s.target}"
               f"  from {s.client_address or '?'} ({s.auth_method or '?'})\n")
     out.write(f"  {s.start or '?'} to {'open' if s.open else s.end}; groups: {', '.join(s.groups) or '-'}\n\n")
@@ -150,9 +181,10 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO, directory: Path, factory:
             assert rs.step is not None
             _print_step(out, rs.step)
             if rs.status != "recorded":
-                out.write(f"    replay:    {rs.status.upper()}" + (f" — {rs.reason}" if rs.reason else "") + "\n")
+                out.write(f"    replay:    {rs.status.upper()}" + (f" — {_inert(rs.reason)}" if rs.reason else "")
+                          + "\n")
                 for diff in rs.differences:
-                    out.write(f"               {diff}\n")
+                    out.write(f"               {_inert(diff)}\n")
         if runner is not None:
             out.write("\nreplay: " + ("every replayed result matches\n" if report.ok else "DIFFERENCES FOUND\n"))
     return EXIT_OK if report.ok else EXIT_FAILED

@@ -26,6 +26,7 @@ from typing import Any
 from . import schema
 from ._records import file_number, ns_to_iso
 from .digest import ResultDigest
+from .verify import parse_line
 
 __all__ = [
     "Approval",
@@ -59,6 +60,10 @@ class SpanRecord:
         return self.body.get("attributes") or {}
 
 
+class JournalDamaged(ValueError):
+    """A line of the journal is not a record as the gateway writes it: review refuses to go on."""
+
+
 def read_spans(directory: str | Path) -> Iterator[SpanRecord]:
     directory = Path(directory)
     if not directory.is_dir():
@@ -69,9 +74,11 @@ def read_spans(directory: str | Path) -> Iterator[SpanRecord]:
                 if not raw.endswith(b"\n"):
                     break  # torn tail
                 try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
+                    record = parse_line(raw[:-1])
+                except ValueError as exc:
+                    # never skipped quietly: a line review cannot read is one it would hide from the reviewer
+                    raise JournalDamaged(f"{path.name}:{number} is not a journal record ({exc}); run "
+                                         "pgwarden audit verify") from None
                 if isinstance(record, dict) and record.get("kind") == "span" and isinstance(record.get("body"), dict):
                     yield SpanRecord(int(record.get("seq", 0)), path.name, number, record["body"])
 

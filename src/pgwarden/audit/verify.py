@@ -42,11 +42,43 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import _keys
-from ._records import GENESIS, HEAD_FILE, checkpoint_payload, file_number, head_payload, record_hash
+from ._records import (
+    GENESIS,
+    HEAD_FILE,
+    canonical,
+    checkpoint_payload,
+    file_number,
+    head_payload,
+    record_hash,
+)
 
-__all__ = ["Problem", "VerifyReport", "verify"]
+__all__ = ["Problem", "VerifyReport", "parse_line", "verify"]
 
 KeyInput = Ed25519PublicKey | bytes | str | Path
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON the journal writes")
+
+
+def parse_line(raw: bytes) -> dict[str, Any]:
+    """One journal line (without its newline) as the record it holds, read exactly as the writer wrote it:
+    strict UTF-8 (``json.loads`` of bytes would also take UTF-16 and UTF-32), no NaN or Infinity, the five
+    fields, and the bytes equal to the canonical record followed by its hash — so a record that verifies is
+    one every reader (verify, review, replay) sees the same way. Raises ``ValueError`` otherwise."""
+    record = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    if not isinstance(record, dict) or set(record) != {"seq", "prev", "kind", "body", "hash"}:
+        raise ValueError("not the five fields of a journal record")
+    digest = record["hash"]
+    if not isinstance(digest, str):
+        raise ValueError("its hash is not a text")
+    try:
+        core = canonical({k: v for k, v in record.items() if k != "hash"})
+    except Exception as exc:  # a value RFC 8785 cannot hold (a huge integer, a lone surrogate)
+        raise ValueError(f"not canonical JSON: {exc}") from None
+    if raw != core[:-1] + b',"hash":"' + digest.encode() + b'"}':
+        raise ValueError("not written in the journal's canonical form")
+    return record
 
 
 @dataclass(frozen=True)
@@ -103,13 +135,11 @@ def _entries(directory: Path, files: list[Path], report: VerifyReport) -> Iterab
         rest = lines.pop()  # b"" when the file ends with a newline
         for number, raw in enumerate(lines, start=1):
             try:
-                record = json.loads(raw)
-                if not isinstance(record, dict) or not {"seq", "prev", "kind", "body", "hash"} <= record.keys():
-                    raise ValueError("missing fields")
+                record = parse_line(raw)
             except ValueError as exc:
                 yield _Entry(path.name, number, None, False, f"not a journal record ({exc})")
                 continue
-            yield _Entry(path.name, number, record, record.get("hash") == record_hash(record))
+            yield _Entry(path.name, number, record, record["hash"] == record_hash(record))
         if rest:
             where = (path.name, len(lines) + 1)
             if index == len(files) - 1:
