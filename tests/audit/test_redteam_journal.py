@@ -377,7 +377,7 @@ def test_an_attacker_key_passes_only_without_the_public_key_kept_apart(tmp_path:
 
 @pytest.mark.parametrize("form", ["duplicate_key", "crlf", "utf8_bom", "escaped_ascii"])
 def test_non_canonical_line_forms_show_what_verify_hashed(tmp_path: Path, form: str) -> None:
-    d, sid = _session_journal(tmp_path)
+    d, _sid = _session_journal(tmp_path)
     path = d / F1
     ls = path.read_bytes().split(b"\n")
     i = next(i for i, line in enumerate(ls) if b"DROP TABLE" in line)
