@@ -72,6 +72,7 @@ from pgwarden.audit import (
 )
 from pgwarden.audit._records import checkpoint_payload, encode_record, head_payload
 from pgwarden.audit.cli import main
+from pgwarden.audit.review import JournalDamaged
 
 F1 = "journal-000001.jsonl"
 
@@ -163,6 +164,11 @@ def test_a_reencoded_record_is_not_hidden_from_review(tmp_path: Path, encoding: 
     report = verify(d)
     # secure: either verify names the line, or review still shows what was recorded
     assert not report.ok or _texts(d, sid) == before, "verify OK, sealed, and the DROP TABLE vanished from show"
+    assert (report.first_bad.kind, report.first_bad.line) == ("changed", i + 1)
+    # and review refuses the damaged journal rather than show it without the line
+    with pytest.raises(JournalDamaged):
+        _texts(d, sid)
+    assert _cli("show", sid, "--journal", str(d)) == 1
 
 
 @pytest.mark.xfail(strict=True, reason="BREACH: cutting back before the first checkpoint and deleting journal.head verifies OK")

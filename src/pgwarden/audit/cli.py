@@ -256,6 +256,9 @@ def register(
         except LookupError as exc:
             sys.stderr.write(f"pgwarden audit: {exc.args[0] if exc.args else exc}\n")
             return EXIT_USAGE
+        except review.JournalDamaged as exc:
+            sys.stderr.write(f"pgwarden audit: the journal is damaged: {exc}\n")
+            return EXIT_FAILED
         except (OSError, PgwardenError, ValueError) as exc:
             sys.stderr.write(f"pgwarden audit: could not run: {exc}\n")
             return EXIT_CANNOT_RUN

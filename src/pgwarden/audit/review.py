@@ -30,6 +30,7 @@ from .verify import parse_line
 
 __all__ = [
     "Approval",
+    "JournalDamaged",
     "ReplayReport",
     "ReplayStep",
     "SessionSummary",

@@ -466,6 +466,9 @@ class _Pages:
             try:
                 found = await anyio.to_thread.run_sync(
                     lambda: review.sessions(directory, since=since, subject=subject, decision=decision))
+            except review.JournalDamaged as exc:
+                problem = (f'<div class="problem" role="alert"><p>The journal is damaged: {e(exc)}. Nothing is '
+                           "shown from a journal that does not verify.</p></div>")
             except ValueError:
                 problem = ('<div class="problem" role="alert"><p>“Since” must be a date or time such as '
                            "2025-06-01 or 2025-06-01T14:00.</p></div>")
@@ -500,6 +503,8 @@ class _Pages:
         sid = request.path_params["session"]
         try:
             line = await anyio.to_thread.run_sync(review.timeline, directory, sid)
+        except review.JournalDamaged as exc:
+            raise ConsoleError(409, "journal_damaged", f"the journal is damaged: {exc}") from None
         except (LookupError, FileNotFoundError) as exc:
             raise ConsoleError(404, "session_not_found", str(exc.args[0] if exc.args else exc)) from None
         s = line.session
