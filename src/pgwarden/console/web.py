@@ -281,7 +281,9 @@ class _Pages:
         choices = [ms for ms in WINDOW_CHOICES_MS if ms < req.max_window_ms] + [req.max_window_ms]
         options = ['<option value="" selected>Once: this exact statement only</option>']
         options += [f'<option value="{e(_window_value(ms))}">Window of {e(_ms_label(ms))}</option>' for ms in choices]
-        scope = ", ".join(f"{a} on {r}" for r, a in req.scope)
+        tables = ", ".join(f"{a} on {r}" for r, a in req.scope if not r.startswith("pgwarden:"))
+        tags = ", ".join(a for r, a in req.scope if r == "pgwarden:statement")
+        scope = f"{tables} ({tags} statements only)" if tags else tables
         return (f'<label for="window-{rid}">Approve for</label><select id="window-{rid}" name="window" '
                 f'aria-describedby="window-hint-{rid}">{"".join(options)}</select>'
                 f'<p class="hint" id="window-hint-{rid}">A window lets {e(req.requester)} run statements doing '

@@ -121,6 +121,8 @@ def _scope(session: Session, sql: str, verdict: Verdict) -> list[tuple[str, str]
     TABLE, trigger ddl) never covers ``DROP TABLE t`` or ``ALTER TABLE t DROP COLUMN`` (destructive)."""
     analysis = analyse(sql, session.gateway.catalog(session.target), session.facts())
     pairs = {(rel.qualified, rel.access.value) for st in analysis.statements for rel in st.relations}
+    if not pairs:
+        return []  # touches no table a window could be limited to: single use
     pairs |= {("pgwarden:statement", p.command_tag) for p in verdict.plans}
     if verdict.approval is not None:
         pairs |= {("pgwarden:trigger", t) for t in verdict.approval.triggers}
