@@ -61,6 +61,12 @@ def _fast_domain(value: Any) -> bool:
     return False
 
 
+# ``_fast_domain`` is also exactly where :func:`ready_value` gives back an equal value (no float, tuple,
+# big int, subclass, non-``str`` or non-ASCII key): such a value is its own ready form, and orjson writes
+# it as it stands. The recorder checks what it puts in a statement record against it once, where it is
+# made (session attributes once per session, a verdict's fields once per verdict), not per record.
+plain_value = _fast_domain
+
 _SORT_KEYS = orjson.OPT_SORT_KEYS
 
 

@@ -86,6 +86,7 @@ def _row_v2(row: Sequence[str | None]) -> bytes:
 
 _HEADS: dict[tuple, hashlib._Hash] = {}  # (version, *columns) → the hash state after the columns
 _HEADS_KEPT = 512
+_STR_ONLY = frozenset({str})
 
 
 class ResultDigest:
@@ -99,7 +100,7 @@ class ResultDigest:
         self.version = version
         self._row = _row_v1 if version == 1 else _row_v2
         self.rows = 0
-        key = (version, *columns) if all(type(c) is str for c in columns) else None
+        key = (version, *columns) if _STR_ONLY.issuperset(map(type, columns)) else None
         head = _HEADS.get(key) if key is not None else None
         if head is None:
             head = hashlib.sha256(_PREFIXES[version])

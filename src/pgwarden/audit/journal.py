@@ -357,10 +357,10 @@ class Journal:
             if self._fd is None:
                 self.open()
             try:
-                seq, digest = self._append(kind, body, ready=ready)
+                seq, digest = self._append(kind, body, None, ready)
                 if kind == "span":
-                    self._since_checkpoint += 1
-                    if self._since_checkpoint >= self._checkpoint_every:
+                    self._since_checkpoint = count = self._since_checkpoint + 1
+                    if count >= self._checkpoint_every:
                         self._checkpoint("count")
                     elif time.monotonic() - self._last_checkpoint >= self._checkpoint_s:
                         self._checkpoint("interval")
@@ -373,26 +373,29 @@ class Journal:
     def append_span(self, span: ReadableSpan) -> tuple[int, str]:
         return self.append("span", span_body(span))
 
-    def _append(self, kind: str, body: Mapping[str, Any], *, sync: bool | None = None,
+    def _append(self, kind: str, body: Mapping[str, Any], sync: bool | None = None,
                 ready: bool = False) -> tuple[int, str]:
         line, digest = encode_record(self.seq + 1, self.head, kind, body, ready=ready)
         if kind != "rotate" and self._size > 0 and self._size + len(line) > self._rotate_bytes:
             self._rotate()
             line, digest = encode_record(self.seq + 1, self.head, kind, body, ready=ready)
-        self._write(line, sync=self._each if sync is None else sync)
-        self.seq += 1
+        self._write(line, self._each if sync is None else sync)
+        self.seq = seq = self.seq + 1
         self.head = digest
         self._last_kind = kind
         self._last_reason = body.get("reason", "") if kind == "checkpoint" else ""
-        return self.seq, digest
+        return seq, digest
 
-    def _write(self, line: bytes, *, sync: bool) -> None:
-        assert self._fd is not None
-        view = memoryview(line)
+    def _write(self, line: bytes, sync: bool) -> None:
+        fd = self._fd
+        assert fd is not None
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            written = os.write(fd, line)
+            if written < len(line):  # a short write: the rest, still as one line
+                view = memoryview(line)[written:]
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             if sync:
                 _fdatasync(self._fd)
                 self._last_sync = time.monotonic()

@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from . import schema
-from ._records import NOT_READY, NotCanonical, json_value, ready_value
+from ._records import NOT_READY, NotCanonical, json_value, plain_value, ready_value
 from .config import AuditSettings
 from .digest import DIGEST_VERSION, ResultDigest
 from .journal import Journal, JournalSpanProcessor, JournalUnavailable
@@ -65,13 +65,22 @@ def _identity(text: str) -> str:
     return text
 
 
+_SUMMARY = schema.DB_QUERY_SUMMARY
+_COLLECTION = schema.DB_COLLECTION_NAME
+_NAMESPACE = schema.DB_NAMESPACE
+_OPERATION = schema.DB_OPERATION_NAME
+
+
 def span_name(attrs: Mapping[str, Any]) -> str:
     """OpenTelemetry's DB span name: summary, else ``operation target``, else target, else the system."""
-    summary = attrs.get(schema.DB_QUERY_SUMMARY)
+    get = attrs.get
+    summary = get(_SUMMARY)
     if summary:
         return str(summary)
-    target = attrs.get(schema.DB_COLLECTION_NAME) or attrs.get(schema.DB_NAMESPACE)
-    operation = attrs.get(schema.DB_OPERATION_NAME)
+    target = get(_COLLECTION) or get(_NAMESPACE)
+    operation = get(_OPERATION)
+    if operation and not target and type(operation) is str:
+        return operation  # what str() gives: the common name of a statement record
     if operation and target:
         return f"{operation} {target}"
     if operation:
@@ -95,6 +104,23 @@ class AuditSession:
             schema.TARGET: attrs[schema.TARGET],
         }
         self.ended = False
+        # Once per session rather than per statement (statement_attributes is read only): the head of
+        # every statement's attributes, whether it is in the form the journal encodes as it stands
+        # (plain_value), and the hex of the session span's ids (the parent of its statements outside an
+        # MCP request span).
+        self._head: dict[str, Any] = {
+            schema.RECORD: schema.RECORD_STATEMENT,
+            **self.statement_attributes,
+            schema.DB_SYSTEM_NAME: schema.DB_SYSTEM_POSTGRESQL,
+        }
+        self._head_plain = plain_value(self._head)
+        self._hex: tuple[SpanContext, str, str] | None = None
+
+    def _ids_hex(self, ctx: SpanContext) -> tuple[str, str]:
+        cached = self._hex
+        if cached is None or cached[0] is not ctx:
+            cached = self._hex = (ctx, format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"))
+        return cached[1], cached[2]
 
     def end(self, *, error: str | None = None) -> None:
         """End the session span (idempotent); raises :class:`JournalUnavailable` per the failure setting."""
@@ -105,6 +131,18 @@ class AuditSession:
             self.span.set_status(Status(StatusCode.ERROR, self._recorder.redact(error)))
         self._recorder._end(self.span)
 
+
+_SAFE_INT = 2**53 - 1
+_STR_ONLY = frozenset({str})
+_UNSET_STATUS: Mapping[str, Any] = {"code": "UNSET", "description": None}  # shared by ready bodies: never changed
+
+
+def _plain_item(key: Any, value: Any) -> bool:
+    return type(key) is str and key.isascii() and plain_value(value)
+
+
+_TEXTS_KEPT = 512  # statement texts whose digest and redaction the recorder keeps
+_TEXT_KEPT_CHARS = 8192
 
 PARAMETER_COUNT = 100  # bound values kept per statement record
 PARAMETER_CHARS = 1024  # characters kept per value
@@ -118,18 +156,25 @@ class StatementRecord:
     span) and handed as a real SDK span to the other processors (OTLP, extra ones), if any.
     """
 
-    __slots__ = ("_attrs", "_events", "_recorder", "_status", "links", "parent", "span_id", "start_ns",
-                 "trace_id", "trace_state")
+    __slots__ = ("_attrs", "_events", "_hex", "_plain", "_recorder", "_status", "links", "parent", "span_id",
+                 "start_ns", "trace_id", "trace_state")
 
     def __init__(self, recorder: AuditRecorder, parent: SpanContext, links: list[SpanContext],
-                 attrs: dict[str, Any]) -> None:
+                 attrs: dict[str, Any], *, plain: bool = False, ids_hex: tuple[str, str] | None = None) -> None:
         self._recorder = recorder
         self.parent = parent
         self.trace_id = parent.trace_id
         self.trace_state = parent.trace_state
-        self.span_id = recorder._span_id()
+        self.span_id = recorder._ids.generate_span_id()
         self.links = links
         self._attrs = attrs
+        # ``_plain``: every attribute is known to be its own ready form (``_records.plain_value``, checked
+        # where each one is set), so the journal body takes ``_attrs`` as it stands; False: ``ready_value``
+        # converts (or refuses) them at the end, as for any record.
+        self._plain = plain
+        # (trace id, parent span id) in hex: the session's, computed once per session
+        self._hex = ids_hex if ids_hex is not None else (format(parent.trace_id, "032x"),
+                                                         format(parent.span_id, "016x"))
         self._events: list[tuple[str, int, dict[str, Any]]] = []
         self._status: str | None = None  # the description of an ERROR status
         self.start_ns = time.time_ns()
@@ -143,15 +188,21 @@ class StatementRecord:
         value = self._recorder._clean(key, value)
         if value is not None:
             self._attrs[key] = value
+            if self._plain and not _plain_item(key, value):
+                self._plain = False
 
     def set_many(self, attrs: Mapping[str, Any]) -> None:
         """:meth:`set` for each item."""
         clean = self._recorder._clean
         mine = self._attrs
+        plain = self._plain
         for key, value in attrs.items():
             value = clean(key, value)
             if value is not None:
                 mine[key] = value
+                if plain and not _plain_item(key, value):
+                    plain = False
+        self._plain = plain
 
     def add_event(self, name: str, attributes: Mapping[str, Any]) -> None:
         self._events.append((name, time.time_ns(), dict(attributes)))
@@ -164,7 +215,10 @@ class StatementRecord:
         """:meth:`decided` with ``schema.verdict_attributes(verdict, text)`` for the text this record was
         opened with (whose text and digest it already holds): the verdict's own attributes, cleaned once per
         distinct verdict content and reused (a statement of a known shape pays for none of it again)."""
-        self._attrs.update(self._recorder._verdict_fields(verdict))
+        fields, plain = self._recorder._verdict_entry(verdict)
+        self._attrs.update(fields)
+        if not plain:
+            self._plain = False
 
     def upstream_text(self, text: str) -> None:
         """The statement as rewritten and run upstream."""
@@ -205,21 +259,27 @@ class StatementRecord:
         sample = self._recorder.sample(sample_rows)
         attrs = self._attrs
         redact = self._recorder.redact
-        attrs[schema.RESULT_COLUMNS] = [redact(str(c)) for c in columns]
+        attrs[schema.RESULT_COLUMNS] = names = self._recorder._column_names(columns)
         try:  # the same text as json.dumps(ensure_ascii=False, separators=(",", ":")) gives, several times faster
             encoded = orjson.dumps(sample).decode()
         except TypeError:
             encoded = json.dumps(sample, ensure_ascii=False, separators=(",", ":"))
-        attrs[schema.RESULT_SAMPLE] = redact(encoded)
-        attrs[schema.RESULT_SAMPLE_TRUNCATED] = row_count > len(sample)
-        attrs[schema.DB_RETURNED_ROWS] = int(row_count)
+        attrs[schema.RESULT_SAMPLE] = text = redact(encoded)
+        attrs[schema.RESULT_SAMPLE_TRUNCATED] = truncated = row_count > len(sample)
+        attrs[schema.DB_RETURNED_ROWS] = count = int(row_count)
+        plain = (type(text) is str and type(truncated) is bool and -_SAFE_INT <= count <= _SAFE_INT
+                 and _STR_ONLY.issuperset(map(type, names)))
         if digest is not None:
             if isinstance(digest, ResultDigest):
-                attrs[schema.RESULT_SHA256] = digest.hexdigest()
-                attrs[schema.RESULT_DIGEST_VERSION] = digest.version
+                attrs[schema.RESULT_SHA256] = hexdigest = digest.hexdigest()
+                attrs[schema.RESULT_DIGEST_VERSION] = version = digest.version
+                plain = plain and type(hexdigest) is str and plain_value(version)
             else:  # a hex digest computed by result_digest(), of the version it defaults to
-                attrs[schema.RESULT_SHA256] = str(digest)
+                attrs[schema.RESULT_SHA256] = hexdigest = str(digest)
                 attrs[schema.RESULT_DIGEST_VERSION] = DIGEST_VERSION
+                plain = plain and type(hexdigest) is str
+        if not plain:
+            self._plain = False
 
     def parameters(self, values: Sequence[str | None], *, opaque: bool = False, truncated: bool = False) -> None:
         """The values bound to the statement's ``$1 … $n``, in text form (None for NULL): the first
@@ -238,7 +298,9 @@ class StatementRecord:
             encoded = orjson.dumps(shown).decode()
         except TypeError:
             encoded = json.dumps(shown, ensure_ascii=False, separators=(",", ":"))
-        self._attrs[schema.QUERY_PARAMETERS] = self._recorder.redact(encoded)
+        self._attrs[schema.QUERY_PARAMETERS] = text = self._recorder.redact(encoded)
+        if type(text) is not str:
+            self._plain = False
         if truncated:
             self._attrs[schema.QUERY_PARAMETERS_TRUNCATED] = True
         if opaque:
@@ -252,18 +314,41 @@ class StatementRecord:
         self._status = self._recorder.redact(message)
 
     def _ready_body(self, name: str, end_ns: int, service: str | None) -> dict[str, Any] | None:
-        """:meth:`_body` in ``ready_value`` form (``Journal.append(..., ready=True)``), or None outside it."""
-        attrs = ready_value(self._attrs)
-        if attrs is NOT_READY:
+        """:meth:`_body` in ``ready_value`` form (``Journal.append(..., ready=True)``), or None outside it.
+
+        The same dict :meth:`_body` gives, but the attributes are ``_attrs`` itself when they are all
+        known plain (see ``_plain``), the ids' hex strings the ones computed when the record opened, and
+        an UNSET status one shared dict: the journal only encodes it."""
+        if type(name) is not str or (service is not None and type(service) is not str):
             return None
+        if self._plain:
+            attrs = self._attrs
+        else:
+            attrs = ready_value(self._attrs)
+            if attrs is NOT_READY:
+                return None
         events = []
         for event_name, stamp, event_attrs in self._events:
             ready = ready_value(event_attrs)
             if ready is NOT_READY or type(event_name) is not str:
                 return None
             events.append({"name": event_name, "time_ns": str(stamp), "attributes": ready})
-        body = self._body(name, end_ns, service, attributes=attrs, events=events)
-        return body if type(name) is str and (service is None or type(service) is str) else None
+        trace_hex, parent_hex = self._hex
+        return {
+            "name": name,
+            "trace_id": trace_hex,
+            "span_id": format(self.span_id, "016x"),
+            "parent_span_id": parent_hex,
+            "kind": "CLIENT",
+            "start_ns": str(self.start_ns),
+            "end_ns": str(end_ns),
+            "status": _UNSET_STATUS if self._status is None else {"code": "ERROR", "description": self._status},
+            "attributes": attrs,
+            "events": events,
+            "links": [{"trace_id": format(c.trace_id, "032x"), "span_id": format(c.span_id, "016x")}
+                      for c in self.links] if self.links else [],
+            "service": service,
+        }
 
     def _body(self, name: str, end_ns: int, service: str | None, *, attributes: Any = None,
               events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -317,7 +402,12 @@ class AuditRecorder:
             except JournalUnavailable as exc:
                 # Not fatal here: each statement refuses (or records the choice) until the journal is back.
                 _log.error("audit journal unavailable at start: %s", exc.message)
-        self._verdicts: dict[tuple, dict[str, Any]] = {}
+        self._verdicts: dict[tuple, tuple[dict[str, Any], bool]] = {}
+        self._last_verdict: tuple[Any, tuple[dict[str, Any], bool]] | None = None
+        # statement text → (schema.query_digest, redact) of it: both pure functions of the text (``redact``
+        # must be: the engine's is Detector.redact), and a prepared statement's text comes back each time
+        self._texts: dict[str, tuple[str, str]] = {}
+        self._columns: dict[tuple[str, ...], list[str]] = {}  # result column names → as recorded
         # Statement records reach the journal directly (end_statement); these get them as SDK spans.
         self._others: SynchronousMultiSpanProcessor | None = None
         others: list[SpanProcessor] = []
@@ -340,22 +430,31 @@ class AuditRecorder:
         self._tracer = tracer
 
     def _verdict_fields(self, verdict: Any) -> dict[str, Any]:
+        return self._verdict_entry(verdict)[0]
+
+    def _verdict_entry(self, verdict: Any) -> tuple[dict[str, Any], bool]:
+        """The verdict's cleaned fields, and whether they are plain (``_records.plain_value``)."""
+        last = self._last_verdict
+        if last is not None and last[0] is verdict:  # verdicts are read only; the last one is held here
+            return last[1]
         plans = verdict.plans
         key = (verdict.decision, verdict.policy_version, verdict.rule,
                tuple([(r.code, r.message) for r in verdict.reasons]), verdict.masked_columns,
                tuple([p.command_tag for p in plans]))
-        hit = self._verdicts.get(key)
-        if hit is None:
-            hit = {}
+        entry = self._verdicts.get(key)
+        if entry is None:
+            hit: dict[str, Any] = {}
             for name, value in schema.verdict_fields(verdict).items():
                 value = self._clean(name, value)
                 if value is not None:
                     hit[name] = value
+            entry = (hit, plain_value(hit))
             if len(self._verdicts) >= 512:
                 self._verdicts.clear()
-            self._verdicts[key] = hit
+            self._verdicts[key] = entry
+        self._last_verdict = (verdict, entry)
         # Lists inside are shared between records: records only read them (the journal encodes them).
-        return hit
+        return entry
 
     # -- redaction and samples ---------------------------------------------------------------------
 
@@ -383,7 +482,7 @@ class AuditRecorder:
         redact = self.redact
         limit = self.settings.sample_value_max_length
         out: list[list[str | None]] = []
-        for row in list(rows)[: self.settings.sample_rows]:
+        for row in (rows if type(rows) is list else list(rows))[: self.settings.sample_rows]:
             values: list[str | None] = []
             for value in row:
                 if value is None:
@@ -428,6 +527,31 @@ class AuditRecorder:
     def _span_id(self) -> int:
         return self._ids.generate_span_id()
 
+    def _column_names(self, columns: Sequence[str]) -> list[str]:
+        """The result's column names as recorded (redacted), kept for column lists that come back. The
+        list is shared between records: records only read it (the journal encodes it)."""
+        if not _STR_ONLY.issuperset(map(type, columns)):
+            return [self.redact(str(c)) for c in columns]
+        key = tuple(columns)
+        names = self._columns.get(key)
+        if names is None:
+            names = [self.redact(c) for c in key]  # str(c) is c for a str
+            if len(self._columns) >= _TEXTS_KEPT:
+                self._columns.clear()
+            self._columns[key] = names
+        return names
+
+    def _statement_text(self, text: str) -> tuple[str, str]:
+        """``(schema.query_digest(text), redact(text))``, kept for texts that come back."""
+        hit = self._texts.get(text) if type(text) is str else None
+        if hit is None:
+            hit = (schema.query_digest(text), self.redact(text))
+            if type(text) is str and len(text) <= _TEXT_KEPT_CHARS:
+                if len(self._texts) >= _TEXTS_KEPT:
+                    self._texts.clear()
+                self._texts[text] = hit
+        return hit
+
     @contextmanager
     def statement(
         self, session: AuditSession, text_as_sent: str, *, attributes: Mapping[str, Any] | None = None
@@ -444,7 +568,9 @@ class AuditRecorder:
             yield record
         except BaseException as exc:
             if record._status is None:
-                record._attrs[schema.ERROR_TYPE] = getattr(exc, "code", None) or type(exc).__qualname__
+                record._attrs[schema.ERROR_TYPE] = error_type = getattr(exc, "code", None) or type(exc).__qualname__
+                if not plain_value(error_type):
+                    record._plain = False
                 record._status = self.redact(str(exc))
             self.end_statement(record)
             raise
@@ -460,14 +586,12 @@ class AuditRecorder:
             parent, links = current, ([session_ctx] if current != session_ctx else [])
         else:
             parent, links = session_ctx, []
-        attrs: dict[str, Any] = {
-            schema.RECORD: schema.RECORD_STATEMENT,
-            **session.statement_attributes,
-            schema.DB_SYSTEM_NAME: schema.DB_SYSTEM_POSTGRESQL,
-            schema.QUERY_SHA256: schema.query_digest(text_as_sent),
-            schema.DB_QUERY_TEXT: self.redact(text_as_sent),
-        }
-        record = StatementRecord(self, parent, links, attrs)
+        attrs = session._head.copy()  # RECORD, the session's attributes, DB_SYSTEM_NAME
+        digest, text = self._statement_text(text_as_sent)
+        attrs[schema.QUERY_SHA256] = digest
+        attrs[schema.DB_QUERY_TEXT] = text
+        record = StatementRecord(self, parent, links, attrs, plain=session._head_plain and type(text) is str,
+                                 ids_hex=session._ids_hex(parent) if parent is session_ctx else None)
         if attributes:
             record.set_many(attributes)
         return record

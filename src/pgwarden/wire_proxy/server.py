@@ -65,25 +65,20 @@ class _Refused(Exception):
 
 
 class _Record:
-    __slots__ = ("_recorder", "st")
+    # result / error / parameters are the statement record's own bound methods (one call, not two)
+    __slots__ = ("_end", "error", "parameters", "result", "st")
 
     def __init__(self, recorder, audit, sql: str, verdict: Verdict) -> None:
-        self._recorder = recorder
-        self.st = recorder.open_statement(audit, sql)
-        self.st.decided_verdict(verdict)
-
-    def result(self, columns, sample, row_count, digest) -> None:
-        self.st.result(columns, sample, row_count, digest)
-
-    def error(self, sqlstate: str, message: str) -> None:
-        self.st.error(sqlstate, message)
-
-    def parameters(self, values, *, opaque: bool = False, truncated: bool = False) -> None:
-        self.st.parameters(values, opaque=opaque, truncated=truncated)
+        self.st = st = recorder.open_statement(audit, sql)
+        st.decided_verdict(verdict)
+        self.result = st.result
+        self.error = st.error
+        self.parameters = st.parameters
+        self._end = recorder.end_statement
 
     def close(self) -> str | None:
         try:
-            self._recorder.end_statement(self.st)
+            self._end(self.st)
         except JournalUnavailable as exc:
             return exc.message
         return None
