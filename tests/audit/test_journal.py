@@ -44,8 +44,9 @@ def test_a_clean_journal_verifies_and_is_sealed(tmp_path: Path) -> None:
     _fill(d)
     report = verify(d)
     assert report.ok and report.sealed and report.first_bad is None
-    assert report.records == 8 + 3  # two count checkpoints and the close one
-    assert report.checkpoints == 3
+    assert report.records == 8 + 4  # the start's opened checkpoint, two count checkpoints and the close one
+    assert report.checkpoints == 4
+    assert records(d)[0]["kind"] == "checkpoint" and records(d)[0]["body"]["reason"] == "opened"
     assert report.warnings == []
     kinds = [r["kind"] for r in records(d)]
     assert kinds[-1] == "checkpoint" and records(d)[-1]["body"]["reason"] == "close"
@@ -57,11 +58,11 @@ def test_a_changed_line_is_named(tmp_path: Path) -> None:
     d = tmp_path / "j"
     _fill(d)
     text = lines(d)
-    text[1] = text[1].replace('"s1"', '"s1-forged"')
+    text[2] = text[2].replace('"s1"', '"s1-forged"')  # line 1 is the start's opened checkpoint
     _rewrite(d, text)
     report = verify(d)
     assert not report.ok
-    assert (report.first_bad.kind, report.first_bad.where, report.first_bad.seq) == ("changed", "journal-000001.jsonl:2", 2)
+    assert (report.first_bad.kind, report.first_bad.where, report.first_bad.seq) == ("changed", "journal-000001.jsonl:3", 3)
 
 
 def test_a_changed_and_rehashed_line_is_named(tmp_path: Path) -> None:
@@ -122,14 +123,14 @@ def test_a_forged_checkpoint_fails_its_signature(tmp_path: Path) -> None:
     d = tmp_path / "j"
     _fill(d)
     text = lines(d)
-    cp = json.loads(text[3])
+    cp = json.loads(text[4])  # after the opened checkpoint and three spans: the first count checkpoint
     assert cp["kind"] == "checkpoint"
     cp["body"]["time"] = "2020-01-01T00:00:00.000000Z"
     cp["hash"] = record_hash(cp)
-    text[3] = _line(cp)
+    text[4] = _line(cp)
     # re-chain the rest so only the signature can tell
     prev = cp["hash"]
-    for i in range(4, len(text)):
+    for i in range(5, len(text)):
         r = json.loads(text[i])
         r["prev"] = prev
         if r["kind"] == "checkpoint":
@@ -138,7 +139,7 @@ def test_a_forged_checkpoint_fails_its_signature(tmp_path: Path) -> None:
         text[i] = _line(r)
     _rewrite(d, text)
     bad = verify(d).first_bad
-    assert (bad.kind, bad.where) == ("bad_signature", "journal-000001.jsonl:4")
+    assert (bad.kind, bad.where) == ("bad_signature", "journal-000001.jsonl:5")
 
 
 def test_verifying_with_another_key_fails(tmp_path: Path) -> None:
@@ -159,7 +160,7 @@ def test_a_torn_last_line_is_reported_as_torn_not_tampering(tmp_path: Path) -> N
         f.write(b'{"body":{"name":"s3"},"kind":"span","prev":"ab')
     report = verify(d)
     assert report.ok
-    assert report.torn_tail is not None and report.torn_tail.where == "journal-000001.jsonl:4"
+    assert report.torn_tail is not None and report.torn_tail.where == "journal-000001.jsonl:5"
     assert not report.sealed and report.unsealed_records == 3
     os.close(journal._fd)  # the writer "died": no close checkpoint
 
@@ -245,7 +246,7 @@ def test_batch_mode_writes_before_returning_and_checkpoints_on_interval(tmp_path
     d = tmp_path / "j"
     journal = _journal(d, fsync="batch", fsync_batch_interval_ms=10, checkpoint_interval_s=0.05)
     journal.append("span", {"name": "s0"})
-    assert len(lines(d)) == 1
+    assert len(lines(d)) == 2  # the start's opened checkpoint, then the span
     time.sleep(0.3)
     assert records(d)[-1]["kind"] == "checkpoint" and records(d)[-1]["body"]["reason"] == "interval"
     journal.close()
@@ -282,7 +283,8 @@ def test_a_record_survives_sigkill_right_after_the_block(tmp_path: Path) -> None
     recorder.close()
     report = verify(d)
     assert report.ok and report.sealed
-    assert [r["body"].get("reason") for r in records(d) if r["kind"] == "checkpoint"] == ["recovered", "close"]
+    assert [r["body"].get("reason") for r in records(d) if r["kind"] == "checkpoint"] == ["opened", "recovered",
+                                                                                         "close"]
 
 
 def test_recorder_journal_with_real_statements_verifies(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -209,11 +210,14 @@ def test_refuses_when_the_disk_is_full(tmp_path: Path) -> None:
 
 def test_continue_records_the_choice(tmp_path: Path, caplog) -> None:
     directory = tmp_path / "journal"
-    directory.mkdir()
-    (directory / "journal-000001.jsonl").symlink_to("/dev/full")
     memory = InMemorySpanExporter()
     recorder = AuditRecorder(AuditSettings(journal_dir=directory, on_journal_failure="continue"),
                              extra_processors=[SimpleSpanProcessor(memory)])
+    # the disk fills up after the journal opened (its start checkpoint written): its file now writes to
+    # /dev/full, which fails every write with ENOSPC
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, recorder.journal._fd)
+    os.close(full)
     session = recorder.start_session("alice", [], "wire", "shop")
     with recorder.statement(session, "SELECT 1") as st:  # first failure: found while the span ends
         st.decided({schema.DECISION: "allow"})

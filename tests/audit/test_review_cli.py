@@ -75,7 +75,7 @@ def test_timeline_shows_what_happened_in_order(journal) -> None:
         "apr-9", ["carol", "dave"], "carol", "approved", 812.0)
     assert approval.requested_at and approval.decided_at
     assert (third.status, third.sqlstate) == ("error", "22P02")
-    assert first.duration_ms >= 0 and first.where == "journal-000001.jsonl:1"
+    assert first.duration_ms >= 0 and first.where == "journal-000001.jsonl:2"  # after the start's checkpoint
 
 
 def test_replay_matches_and_names_differing_rows(journal) -> None:
@@ -152,12 +152,12 @@ def test_cli_sessions_show_verify_json(journal) -> None:
 def test_cli_verify_fails_with_exit_1_naming_the_line(journal) -> None:
     d, *_ = journal
     text = lines(d)
-    text[0] = text[0].replace("alice", "mallory")
+    text[1] = text[1].replace("alice", "mallory")  # line 1 is the start's opened checkpoint
     (d / "journal-000001.jsonl").write_text("".join(text))
     rc, out = _cli("verify", "--journal", str(d), "--json")
-    assert rc == 1 and json.loads(out)["first_bad"]["where"] == "journal-000001.jsonl:1"
+    assert rc == 1 and json.loads(out)["first_bad"]["where"] == "journal-000001.jsonl:2"
     rc, out = _cli("verify", "--journal", str(d))
-    assert rc == 1 and "FAILED at journal-000001.jsonl:1" in out and "changed" in out
+    assert rc == 1 and "FAILED at journal-000001.jsonl:2" in out and "changed" in out
 
 
 def test_cli_exit_codes_for_usage_and_cannot_run(journal, tmp_path: Path) -> None:

@@ -129,6 +129,28 @@ def _tail(path: Path) -> tuple[bytes | None, int, bytes]:
                 return buf[start + 1 : end], pos + end + 1, buf[end + 1 :]
 
 
+# Journal format 2: every start writes a signed ``opened`` checkpoint first (``recovered`` when it finds a torn
+# or unsealed end), and ``close`` checkpoints say ``format: 2``. So the head exists from the first record, and
+# anything that follows a format-2 close other than a start's checkpoint was not written by a gateway.
+JOURNAL_FORMAT = 2
+START_REASONS = frozenset({"opened", "recovered"})
+
+
+def _last_checkpoint(files: list[Path]) -> dict[str, Any] | None:
+    """The body of the journal's last checkpoint (reading back from the end), or None."""
+    for path in reversed(files):
+        for raw in reversed(path.read_bytes().split(b"\n")):
+            if not raw:
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("kind") == "checkpoint" and isinstance(record.get("body"), dict):
+                return record["body"]
+    return None
+
+
 class Journal:
     """Appends hash-chained records to the journal directory; thread-safe."""
 
@@ -228,15 +250,25 @@ class Journal:
             try:
                 self._open()
             except JournalUnavailable as exc:
+                self._abandon_open()
                 self._broken = exc.message
                 raise
             except (OSError, ValueError) as exc:
+                self._abandon_open()
                 self._broken = str(exc)
                 raise JournalUnavailable(f"cannot open the journal in {self.directory}: {exc}") from exc
             self._broken = None
             if self._thread is None:
                 self._thread = threading.Thread(target=self._background, name="pgwarden-journal", daemon=True)
                 self._thread.start()
+
+    def _abandon_open(self) -> None:
+        # An open that failed part way (its start checkpoint not written) leaves no file open: the next
+        # append opens again and writes that checkpoint first, so no record can follow a close without it.
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -276,6 +308,7 @@ class Journal:
         if last is None:
             number = files[-1][0] if files else 1
             self._start_file(file_name(number), create=not files)
+            self._checkpoint("opened", extra={"format": JOURNAL_FORMAT})  # the signed head exists from now on
         else:
             self.seq, self.head = int(last["seq"]), str(last["hash"])
             self._last_kind = last["kind"]
@@ -287,8 +320,23 @@ class Journal:
                 # Continue in the newest file, even if the last record sits in an older one (an empty file
                 # left by a crash during rotation is reused).
                 self._start_file(files[-1][1].name, create=False)
-        if torn_info is not None or (last is not None and not self._is_sealed()):
-            self._checkpoint("recovered", extra={"torn": torn_info} if torn_info else None)
+        if last is None:
+            return
+        if not self._is_sealed():
+            found = _last_checkpoint([p for _, p in files])
+            if found is not None and found.get("reason") == "close" and found.get("format", 1) >= JOURNAL_FORMAT:
+                # a gateway's next start writes its checkpoint right after a close: these records did not
+                # come from one, and signing over them in a "recovered" checkpoint would launder them
+                raise JournalUnavailable(
+                    f"records follow the close checkpoint of the journal in {self.directory} that no gateway "
+                    "start wrote: they were appended from outside",
+                    hint="run pgwarden audit verify, keep the directory as evidence, and start a new journal "
+                    "in another one")
+        if torn_info is not None or not self._is_sealed():
+            self._checkpoint("recovered", extra={"torn": torn_info, "format": JOURNAL_FORMAT} if torn_info
+                             else {"format": JOURNAL_FORMAT})
+        else:
+            self._checkpoint("opened", extra={"format": JOURNAL_FORMAT})
 
     def _is_sealed(self) -> bool:
         return self._last_kind == "checkpoint" and self._last_reason == "close"
@@ -528,7 +576,7 @@ class Journal:
                 return
             try:
                 if not self._is_sealed():
-                    self._checkpoint("close")
+                    self._checkpoint("close", extra={"format": JOURNAL_FORMAT})
                 self._sync()
             except OSError as exc:
                 _log.error("journal could not be sealed on close: %s", exc)

@@ -3,8 +3,10 @@
 :func:`verify` reads every ``journal-NNNNNN.jsonl`` in order and reports the *first* bad record with its
 ``file:line`` and why:
 
-* ``changed`` — a line is not a record, its content does not match its hash, or (when an editor
-  re-hashed it) the next record's ``prev`` no longer matches it: the record named is the altered one;
+* ``changed`` — a line is not a record as the writer lays it out (:func:`parse_line`), its content does not
+  match its hash, (when an editor re-hashed it) the next record's ``prev`` no longer matches it — the
+  record named is the altered one — or a record follows a format-2 ``close`` checkpoint without a start's
+  ``opened``/``recovered`` checkpoint (appended after the journal was sealed);
 * ``deleted`` — a gap in ``seq`` (lines, or a whole file in the middle, removed);
 * ``reordered`` — a ``seq`` that comes back or appears before its turn;
 * ``truncated`` — the chain is intact but shorter than ``journal.head`` (the signed head written at each
@@ -53,6 +55,8 @@ from ._records import (
 )
 
 __all__ = ["Problem", "VerifyReport", "parse_line", "verify"]
+
+START_REASONS = frozenset({"opened", "recovered"})  # what a gateway's start writes first (journal.py)
 
 KeyInput = Ed25519PublicKey | bytes | str | Path
 
@@ -193,6 +197,7 @@ def verify(
     previous: _Entry | None = None
     since_checkpoint = 0
     last_checkpoint: dict[str, Any] | None = None
+    sealed_by: int | None = None  # seq of a format-2 close checkpoint not yet followed by a start's checkpoint
     for entry in entries:
         record = entry.record
         if record is None:
@@ -223,6 +228,13 @@ def verify(
         if previous is not None and (previous.record or {}).get("kind") == "rotate" and previous.file == entry.file:
             return fail("changed", previous.file, previous.line, seq - 1, "a rotate record that does not end its file")
         kind = record["kind"]
+        if sealed_by is not None and kind != "rotate":
+            reason = record["body"].get("reason") if kind == "checkpoint" and isinstance(record["body"], dict) else None
+            if reason not in START_REASONS:
+                return fail("changed", entry.file, entry.line, seq,
+                            f"this record follows the close checkpoint at seq {sealed_by} without a gateway start's "
+                            "checkpoint: it was appended after the journal was sealed")
+            sealed_by = None
         if kind == "checkpoint":
             body = record["body"] if isinstance(record["body"], dict) else {}
             key = keys.get(str(body.get("key_id")))
@@ -237,6 +249,8 @@ def verify(
             report.checkpoints += 1
             since_checkpoint = 0
             last_checkpoint = body
+            if body.get("reason") == "close" and isinstance(body.get("format"), int) and body["format"] >= 2:
+                sealed_by = seq  # from journal format 2 on, what follows a close is a start's checkpoint
             if body.get("reason") == "recovered" and body.get("torn"):
                 report.recovered.append(body["torn"])
                 report.warnings.append(
@@ -271,6 +285,11 @@ def verify(
             return fail("truncated", HEAD_FILE, 1, None,
                         "journal.head is missing although the journal has checkpoints: it was removed, so a "
                         "truncated tail cannot be ruled out")
+        if not report.records and any(directory.glob("journal*.pub")):
+            # a gateway made its key here, and since journal format 2 its first record is a signed checkpoint
+            return fail("deleted", end_file, 1, None,
+                        "the journal holds no record and no signed head, but a gateway's key is here: its files "
+                        "were removed")
     else:
         key = keys.get(str(head.get("key_id")))
         try:
