@@ -8,7 +8,8 @@ scrubbed (``_writes_masked_table``); (3) harmless writes still run. A probe is a
 guess); secure means the right guess is not answered by 23505/23P01/23503 and both answer alike. Wire
 statements run in a transaction rolled back (``SET CONSTRAINTS ALL IMMEDIATE`` for deferred ones).
 
-Breaches (strict xfail), emails masked ``redact``; Z = a stored value:
+Breaches found (emails masked ``redact``; Z = a stored value). All fixed since, except those of triggers and
+rules and the documented DELETE limit, which stay strict xfails (see PROBE_BREACHES):
 - updatable view: ``INSERT INTO rt_users_v (id, email) VALUES (9, Z)`` → 23505 (a new value: ok); also
   ``UPDATE rt_users_v SET email = Z``. ``existence_probes`` resolves the view, which has no probes
   (``RELATIONS_SQL`` loads probes for r/p/f only).
@@ -197,35 +198,22 @@ def _breach(reason: str):
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
+# Still open (documented in docs/security.md, Limits): code the server runs on a write — a trigger or a rule —
+# is invisible to the analysis; and DELETE of a row a masked foreign key references. The rest of the breaches
+# found here are fixed: views are followed to their base columns, masks of a parent hold for its partitions and
+# children, a unique group (index, exclusion constraint) counts all its columns — predicate and generated-from
+# ones included — and errors of writes through views or into tables with triggers or rules are scrubbed.
 PROBE_BREACHES = {
-    "view": _breach("BREACH: INSERT through an updatable view assigns the base table's masked unique column "
-                    "unchecked (existence_probes resolves the view, which has no probes)"),
-    "view_update": _breach("BREACH: UPDATE view SET masked_unique = guess: 23505 vs ok (view has no probes)"),
-    "partition": _breach("BREACH: INSERT into a partition: the mask names the parent, existence_probes "
-                         "looks the partition's column up in the mask set only (no ancestors)"),
-    "inheritance_child": _breach("BREACH: INSERT into an inheritance child with its own unique index on the "
-                                 "parent's masked column (mask lookup ignores ancestors)"),
-    "generated_column": _breach("BREACH: writing the masked source of a UNIQUE generated masked column: probes "
-                                "list only the generated column, not the columns it is computed from"),
     "trigger_same_table": _breach("BREACH: a BEFORE trigger copies the written masked column into a masked "
                                   "unique column: 23505 vs ok"),
     "trigger_other_table": _breach("BREACH: INSERT into an unmasked table whose trigger inserts the value into "
                                    "a masked unique column: 23505 vs ok"),
     "rule_other_table": _breach("BREACH: INSERT into an unmasked table whose DO ALSO rule inserts into a masked "
                                 "unique column: 23505 vs ok"),
-    "multi_column_unique": _breach("BREACH: UPDATE of the unmasked part of UNIQUE (tenant, email) tells whether "
-                                   "two rows' redacted emails are equal"),
-    "partial_unique_predicate": _breach("BREACH: UPDATE of the unmasked key of a partial unique index whose "
-                                        "predicate reads the masked column tells the predicate's value per row"),
     "delete_referenced_parent": _breach("BREACH (documented limit): DELETE of a parent row fails 23503 exactly "
                                         "when a masked FK column references it"),
 }
-LEAK_BREACHES = {
-    "view_check_violation": _breach("BREACH: a CHECK violation of a write through a view prints the base row, "
-                                    "masked value included (_writes_masked_table sees only the view)"),
-    "trigger_check_violation": _breach("BREACH: a trigger on an unmasked table updates a masked table; its "
-                                       "CHECK violation prints the masked value (error not scrubbed)"),
-}
+LEAK_BREACHES: dict = {}
 
 HARMLESS = [
     ("insert_other_columns", "INSERT INTO rt_users (id, note) VALUES (50, 'x')"),
@@ -331,19 +319,14 @@ def test_a_write_does_not_tell_whether_a_masked_value_is_stored(outcomes, name, 
         assert not _answers(got[right], got[wrong]), (door, got[right], got[wrong])
 
 
-@pytest.mark.parametrize("name,sql", [pytest.param(*h, marks=pytest.mark.xfail(
-    strict=True, reason="FALSE DENIAL: INSERT … DEFAULT VALUES is taken as assigning every column ('*'), "
-    "though the masked unique column only gets its NULL default")) if h[0] == "default_values" else h
-    for h in HARMLESS], ids=[h[0] for h in HARMLESS])
+@pytest.mark.parametrize("name,sql", HARMLESS, ids=[h[0] for h in HARMLESS])
 def test_a_write_that_leaves_masked_unique_columns_alone_runs(outcomes, name, sql) -> None:
     wire, mcp = outcomes
     assert (wire[sql], mcp[sql]) == ("ok", "ok")
 
 
 @pytest.mark.parametrize("right,wrong", [
-    ("copy_list", "copy_list_wrong"), ("copy_all", "copy_list_wrong"),
-    pytest.param("copy_kid", "copy_kid_wrong", marks=_breach(
-        "BREACH: COPY rt_kid (…, email) FROM STDIN into an inheritance child: 23505 vs ok"))])
+    ("copy_list", "copy_list_wrong"), ("copy_all", "copy_list_wrong"), ("copy_kid", "copy_kid_wrong")])
 def test_copy_from_does_not_tell_whether_a_masked_value_is_stored(outcomes, right, wrong) -> None:
     wire, _ = outcomes
     assert not _answers(wire[right], wire[wrong]), (wire[right], wire[wrong])

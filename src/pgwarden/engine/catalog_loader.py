@@ -102,12 +102,15 @@ LEFT JOIN LATERAL (
     JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
 ) h ON true
 LEFT JOIN LATERAL (
-    -- columns whose write tells whether a value is stored elsewhere (Relation.probes): those of a unique
-    -- index or an exclusion constraint (key columns, or columns its expressions use), and those of a
-    -- foreign key, with the column each references
-    SELECT pg_catalog.array_agg(ARRAY[q.col, q.rs, q.rt, q.rc] ORDER BY q.col, q.rs, q.rt, q.rc) AS probes
+    -- columns whose write tells whether a value is stored elsewhere (Relation.probes), by index or
+    -- constraint (its oid the group): every column of a unique index or an exclusion constraint — key
+    -- columns, columns its expressions or predicate use, and the columns a generated key column is
+    -- computed from — and the columns of a foreign key, with the column each references
+    SELECT pg_catalog.array_agg(ARRAY[q.col, q.rs, q.rt, q.rc, q.grp::text]
+                                ORDER BY q.grp, q.col, q.rs, q.rt, q.rc) AS probes
     FROM (
-        SELECT DISTINCT att.attname::text AS col, ''::text AS rs, ''::text AS rt, ''::text AS rc
+        SELECT DISTINCT att.attname::text AS col, ''::text AS rs, ''::text AS rt, ''::text AS rc,
+               ix.indexrelid::int8 AS grp
         FROM pg_catalog.pg_index ix
         JOIN pg_catalog.pg_attribute att ON att.attrelid = c.oid AND att.attnum > 0 AND NOT att.attisdropped
         WHERE ix.indrelid = c.oid AND (ix.indisunique OR ix.indisexclusion)
@@ -117,9 +120,20 @@ LEFT JOIN LATERAL (
                   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = c.oid
                   AND d.refobjsubid = att.attnum))
         UNION
+        SELECT src.attname::text, '', '', '', ix.indexrelid::int8
+        FROM pg_catalog.pg_index ix
+        JOIN pg_catalog.pg_attribute g ON g.attrelid = c.oid AND g.attnum = ANY (ix.indkey::int2[])
+             AND g.attgenerated <> ''
+        JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = c.oid AND ad.adnum = g.attnum
+        JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+             AND d.objid = ad.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+             AND d.refobjid = c.oid AND d.refobjsubid > 0
+        JOIN pg_catalog.pg_attribute src ON src.attrelid = c.oid AND src.attnum = d.refobjsubid
+        WHERE ix.indrelid = c.oid AND (ix.indisunique OR ix.indisexclusion)
+        UNION
         SELECT att.attname::text,
                CASE WHEN rn.oid = pg_catalog.pg_my_temp_schema() THEN 'pg_temp' ELSE rn.nspname::text END,
-               rc.relname::text, ra.attname::text
+               rc.relname::text, ra.attname::text, co.oid::int8
         FROM pg_catalog.pg_constraint co
         CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(co.conkey), pg_catalog.unnest(co.confkey)) AS k(col, ref)
         JOIN pg_catalog.pg_attribute att ON att.attrelid = co.conrelid AND att.attnum = k.col
@@ -263,7 +277,7 @@ def relations_from_rows(rows: Iterable[RelationRow]) -> list[Relation]:
             schema=schema, name=name, kind=kind, oid=oid, view_sql=view_sql,
             columns=tuple(Column(*col) for col in zip(names or (), nums or (), types or (), strict=True)),
             ancestors=tuple(ancestors or ()), texts=frozenset(texts or ()),
-            probes=tuple(tuple(p) for p in probes or ()),
+            probes=tuple((p[0], p[1], p[2], p[3], int(p[4])) for p in probes or ()),
         ))
     return out
 

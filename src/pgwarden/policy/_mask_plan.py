@@ -22,12 +22,15 @@ from .analysis import (
     StatementAnalysis,
     StatementClass,
 )
+from .catalog import Relation
 from .language import ColumnMask, MaskStrategy
 from .verdict import (
     MaskAction,
 )
 
 _UNSEEN = object()
+_MAY_WRITE_ELSEWHERE = frozenset({"trigger", "rule"})  # Relation.texts: code that runs when the table is written
+
 _READ = Access.READ  # (an enum member read from its class goes through a descriptor: hoisted)
 
 
@@ -158,44 +161,127 @@ class MaskPlanning:
                 return False
         return not (masks.any_masked(used) or masks.any_masked(st.referenced))
 
+    def _masked(self, rel: Relation, column: str) -> bool:
+        """``column`` of ``rel`` is masked for this principal: by a mask on the table, or on a table it
+        inherits from or is a partition of (masks written for a parent hold for its children)."""
+        masks = self.mask_set
+        if masks.find(ColumnId(rel.schema, rel.name, column)) is not None:
+            return True
+        for ancestor in rel.ancestors:
+            schema, _, table = ancestor.partition(".")
+            if masks.find(ColumnId(schema, table, column)) is not None:
+                return True
+        return False
+
+    def _masked_table(self, rel_schema: str, rel_name: str) -> bool:
+        masks = self.mask_set
+        if masks.may_cover_table(rel_schema, rel_name):
+            return True
+        rel = self.catalog.resolve_relation(rel_schema, rel_name)
+        return rel is not None and any(masks.may_cover_table(*a.partition(".")[::2]) for a in rel.ancestors)
+
     def _writes_masked_table(self, st: StatementAnalysis) -> bool:
-        """The statement writes a table with masked columns: PostgreSQL's errors about the row it writes
-        print the stored row, masked values included ("Failing row contains (…)" of a NOT NULL or CHECK
-        violation, a trigger's RAISE), so they are withheld whatever it reads."""
+        """The statement writes a table with masked columns — or where it cannot tell that it does not: a
+        view (its base table), a table with triggers or rules (they may write one). PostgreSQL's errors
+        about the row written print it, masked values included ("Failing row contains (…)" of a NOT NULL or
+        CHECK violation, a trigger's RAISE), so they are withheld whatever the statement reads."""
         if not st.written and StatementClass.WRITE not in st.classes:
             return False
-        masks = self.mask_set
+        catalog = self.catalog
         for r in st.relations:
-            if r.access in WRITE_ACCESSES and masks.may_cover_table(r.schema, r.name):
+            if r.access not in WRITE_ACCESSES:
+                continue
+            if self._masked_table(r.schema, r.name):
+                return True
+            rel = catalog.resolve_relation(r.schema, r.name)
+            if rel is None or rel.kind in ("v", "m") or rel.texts & _MAY_WRITE_ELSEWHERE:
                 return True
         return False
 
     def existence_probes(self, st: StatementAnalysis) -> None:
-        """A write that assigns a masked column of a unique index or exclusion constraint (or a column whose
-        foreign key references a masked column) is an existence oracle: it fails (23505, 23P01, 23503) or
-        not, and ``ON CONFLICT DO NOTHING`` counts the rows it inserts, by whether the value is already
-        stored — one guess per statement at a value the agent may never see. Refused."""
+        """A write that assigns a column of a unique index or exclusion constraint holding a masked column
+        (key, expression, predicate or generated-from column), or a column of a foreign key referencing a
+        masked column, is an existence oracle: it fails (23505, 23P01, 23503) or not, and ``ON CONFLICT DO
+        NOTHING`` counts the rows it inserts, by whether a matching masked value is stored — one guess per
+        statement at a value the agent may never see. A write through a view is judged as writing every
+        column of the tables the view reads. Refused."""
         if not st.written:
             return
-        masks = self.mask_set
         catalog = self.catalog
         found: list[str] = []
-        for written_schema, written_table, columns in st.written:
+        for written_schema, written_table, columns, update in st.written:
             rel = catalog.resolve_relation(written_schema, written_table)
-            if rel is None or not rel.probes:
+            if rel is None:
                 continue
-            schema, table = rel.schema, rel.name
-            for col, ref_schema, ref_table, ref_col in rel.probes:
-                if columns != ("*",) and col not in columns:
-                    continue
-                probed = ColumnId(ref_schema, ref_table, ref_col) if ref_schema else ColumnId(schema, table, col)
-                if masks.find(probed) is not None:
-                    via = f"its foreign key to masked column {probed}" if ref_schema else "its unique constraint"
-                    found.append(f"{schema}.{table}.{col} ({via})")
+            targets = self._view_bases(rel, columns) if rel.kind == "v" and rel.view_sql else [(rel, columns)]
+            for target, cols in targets:
+                found.extend(self._probes_of(target, cols, update))
         if found:
             self.deny("masked_existence_probe", f"this write assigns {', '.join(dict.fromkeys(found))}: whether it "
-                      "fails would tell whether the value is already stored in a masked column; leave the "
-                      "column out, or ask a DBA to make the change")
+                      "fails would tell whether a matching value is stored in a masked column; leave the column "
+                      "out, or ask a DBA to make the change")
+
+    def _probes_of(self, rel: Relation, columns: tuple[str, ...], update: bool) -> list[str]:
+        """What writing ``columns`` of ``rel`` can tell: a group (index, constraint) with a masked column
+        is a probe when the write assigns one of its masked columns, or — for an UPDATE, where the others
+        keep their stored values — any of its columns (``SET tenant = 'b'`` under UNIQUE (tenant, email)
+        fails iff two rows' e-mails are equal); a foreign key to a masked column when the write assigns
+        one of its columns. An INSERT leaves unassigned columns to their defaults (NULL: distinct)."""
+        if not rel.probes:
+            return []
+        groups: dict[int, list[tuple[str, str, str, str]]] = {}
+        for col, ref_schema, ref_table, ref_col, group in rel.probes:
+            groups.setdefault(group, []).append((col, ref_schema, ref_table, ref_col))
+        everything = columns == ("*",)
+        out = []
+        for members in groups.values():
+            if not everything and not any(col in columns for col, _, _, _ in members):
+                continue
+            if members[0][1]:  # a foreign key: an oracle on the referenced columns
+                masked = [f"{rs}.{rt}.{rc}" for _, rs, rt, rc in members
+                          if (ref := self.catalog.resolve_relation(rs, rt)) is not None and self._masked(ref, rc)]
+                via = "its foreign key to masked column(s) "
+            else:
+                hidden = [col for col, _, _, _ in members if self._masked(rel, col)]
+                if not update and not everything and not any(col in columns for col in hidden):
+                    continue  # an INSERT that leaves the masked columns to their defaults
+                masked = [f"{rel.schema}.{rel.name}.{col}" for col in hidden]
+                via = "a unique index or exclusion constraint over masked column(s) "
+            if masked:
+                written = [col for col, _, _, _ in members if everything or col in columns]
+                out.append(f"{rel.schema}.{rel.name}.{'/'.join(dict.fromkeys(written))} ({via}"
+                           f"{', '.join(dict.fromkeys(masked))})")
+        return out
+
+    def _view_bases(self, view: Relation, columns: tuple[str, ...]) -> list[tuple[Relation, tuple[str, ...]]]:
+        """Where a write of ``columns`` through a view lands: each base table with the columns the view's
+        outputs of those names come from (a view PostgreSQL can write through is a plain projection); any
+        column it cannot trace makes that write count as one of every column of every base table."""
+        from .sql import analyse  # (the analyser imports nothing of this module; imported when needed)
+
+        try:
+            analysis = analyse(view.view_sql or "", self.catalog)
+        except Exception:
+            analysis = None
+        if analysis is None or len(analysis.statements) != 1:
+            return [(view, ("*",))]  # no base known: judged on the view (it has no probes) — and scrubbed
+        st = analysis.statements[0]
+        bases = {}
+        for r in st.relations:
+            base = self.catalog.resolve_relation(r.schema, r.name)
+            if base is not None and base is not view and base.kind in ("r", "p", "f"):
+                bases[(base.schema, base.name)] = base
+        names = [c.name for c in view.columns]
+        mapped: dict[tuple[str, str], list[str]] = {key: [] for key in bases}
+        for position, out in enumerate(st.outputs):
+            name = names[position] if position < len(names) else out.name
+            if columns != ("*",) and name not in columns:
+                continue
+            sources = [s for s in out.sources if (s.schema, s.table) in bases]
+            if not out.plain or len(sources) != 1 or sources[0].column == "*":
+                return [(base, ("*",)) for base in bases.values()]
+            mapped[(sources[0].schema, sources[0].table)].append(sources[0].column)
+        return [(bases[key], tuple(cols)) for key, cols in mapped.items() if cols]
 
     def masking(self, st: StatementAnalysis, used: set[ColumnId]) -> None:
         masks = self.mask_set

@@ -204,9 +204,10 @@ class StatementAnalysis:
     literal_dependent: bool = True
     details: StatementDetails = field(default_factory=lambda: NO_DETAILS, compare=False)
     relation_refs: tuple[RelationRef, ...] = ()  # read references to catalog relations, for the mask rewrite
-    # INSERT / UPDATE / MERGE / COPY FROM targets as written: (schema or None, table, the columns assigned;
-    # ("*",): all of them), resolved only where masks could make them probes (_mask_plan.existence_probes)
-    written: tuple[tuple[str | None, str, tuple[str, ...]], ...] = ()
+    # INSERT / UPDATE / MERGE / COPY FROM targets as written: (schema or None, table, the columns assigned
+    # (("*",): all of them), whether the other columns keep stored values (UPDATE)), resolved only where
+    # masks could make them probes (_mask_plan.existence_probes)
+    written: tuple[tuple[str | None, str, tuple[str, ...], bool], ...] = ()
 
     @property
     def width(self) -> int | None:

@@ -47,11 +47,12 @@ class Relation:
     # "comment", "default", "check", "index" (partial/expression index text), "trigger", "rule",
     # "policy", "statistics" (extended statistics expressions). Only known in a live (complete) snapshot.
     texts: frozenset[str] = frozenset()
-    # What a write of a column can tell about stored values: (column, "", "", "") for a column in a unique
-    # index or exclusion constraint (the write fails iff another row holds the value), (column, schema,
-    # table, referenced column) for a foreign key (it fails iff no row of the referenced table holds it).
-    # Only known in a live (complete) snapshot.
-    probes: tuple[tuple[str, str, str, str], ...] = ()
+    # What a write can tell about stored values, by unique index, exclusion constraint or foreign key (the
+    # last field, its oid, groups them): (column, "", "", "", group) for each column of a unique index or
+    # exclusion constraint — key, expression, predicate and generated-from columns (the write fails iff
+    # another row matches) — and (column, schema, table, referenced column, group) for each column of a
+    # foreign key (it fails iff no row of the referenced table holds the value). Live snapshots only.
+    probes: tuple[tuple[str, str, str, str, int], ...] = ()
 
     @property
     def qualified(self) -> str:

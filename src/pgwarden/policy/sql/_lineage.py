@@ -410,7 +410,8 @@ class QueryWalker:
         self.facts.classes.add(StatementClass.WRITE)
         if kind == "InsertStmt":
             target = self.relation_entry(rv, None, Access.INSERT)
-            self._assigns(rv, _target_names(stmt.get("cols")) or ("*",))
+            # no column list: every column, except INSERT … DEFAULT VALUES (no select), which assigns none
+            self._assigns(rv, _target_names(stmt.get("cols")) or (("*",) if stmt.get("selectStmt") else ()))
             select = stmt.get("selectStmt")
             if select:
                 skind, snode = _node(select)
@@ -422,7 +423,7 @@ class QueryWalker:
                 scope.entries.extend([target, excluded])
                 if conflict.get("action") == "ONCONFLICT_UPDATE":
                     self.note_relation(rv.get("schemaname"), rv.get("relname", ""), Access.UPDATE)
-                    self._assigns(rv, _target_names(conflict.get("targetList")))
+                    self._assigns(rv, _target_names(conflict.get("targetList")), update=True)
                     self.assignments(conflict.get("targetList") or (), scope)
                     self.predicates(conflict.get("whereClause"), scope)
                 infer = conflict.get("infer") or {}
@@ -433,7 +434,7 @@ class QueryWalker:
         elif kind == "UpdateStmt":
             target = self.relation_entry(rv, None, Access.UPDATE)
             scope.entries.append(target)
-            self._assigns(rv, _target_names(stmt.get("targetList")))
+            self._assigns(rv, _target_names(stmt.get("targetList")), update=True)
             from_clause = stmt.get("fromClause")
             if from_clause:
                 for item in from_clause:
@@ -463,7 +464,7 @@ class QueryWalker:
                     for item in clause.get("values") or ():
                         self.facts.written_sources |= self.expression(item, scope).sources
                 else:
-                    self._assigns(rv, _target_names(clause.get("targetList")))
+                    self._assigns(rv, _target_names(clause.get("targetList")), update=True)
                     self.assignments(clause.get("targetList") or (), scope)
         returning = stmt.get("returningClause")
         items = returning.get("exprs") if isinstance(returning, dict) else None
@@ -471,11 +472,12 @@ class QueryWalker:
             items = stmt.get("returningList")
         return self.target_list(items or (), scope) if items else []
 
-    def _assigns(self, rv: Node, columns: tuple[str, ...]) -> None:
+    def _assigns(self, rv: Node, columns: tuple[str, ...], *, update: bool = False) -> None:
         """Note the columns a write assigns in its target (what a unique index or foreign key on them can
-        tell: policy/_mask_plan.py ``existence_probes``)."""
+        tell: policy/_mask_plan.py ``existence_probes``); ``update``: the row's other columns keep their
+        stored values (an UPDATE), instead of defaults (an INSERT)."""
         if columns:
-            self.facts.written_columns.append((rv.get("schemaname"), rv.get("relname", ""), columns))
+            self.facts.written_columns.append((rv.get("schemaname"), rv.get("relname", ""), columns, update))
 
     def _where(self, where: Node | None, scope: Scope) -> None:
         if not where or _is_constant(where):
