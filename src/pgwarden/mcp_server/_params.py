@@ -9,11 +9,12 @@ masks and audits the exact text sent upstream, and an approval binds to it: one 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import pglast
-from pglast import ast
+from pglast import ast, parser
 from pglast.visitors import Visitor
 from psycopg import sql as pgsql
 
@@ -39,19 +40,36 @@ def _literal(value: Any) -> str:
         return "NULL"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value) if isinstance(value, int) else pgsql.quote(repr(value)).strip()
+    if isinstance(value, int):
+        # a negative one bracketed: after a minus, "0-$1" with -1 must not read as "0--1", a comment
+        return f"({value})" if value < 0 else str(value)
+    if isinstance(value, float):
+        return pgsql.quote(repr(value)).strip()
     if isinstance(value, dict | list):
         value = json.dumps(value, separators=(",", ":"))
     return pgsql.quote(str(value)).strip()
 
 
+_PLACEHOLDER = re.compile(r"\$([0-9]+)")
+_NAME_CHAR = re.compile(r"[A-Za-z0-9_$\x80-\U0010ffff]")
+
+
+def _tokens(text: str) -> list[str]:
+    return [t.name for t in parser.scan(text)]
+
+
 def bind_parameters(text: str, params: Sequence[Any] | None) -> str:
-    """``text`` with ``$n`` replaced by the literal of ``params[n-1]``; no params: ``text`` unchanged."""
+    """``text`` with ``$n`` replaced by the literal of ``params[n-1]``; no params: ``text`` unchanged.
+
+    The placeholders are the scanner's PARAM tokens the parser took as parameters (never a ``$1`` inside a
+    string, a comment or a name), spliced by character offset; the result is scanned again and must read
+    as the statement with each placeholder replaced by its literal's tokens — nothing merged, commented
+    out or split — or it is refused."""
     if not params:
         return text
     try:
         tree = pglast.parse_sql(text)
+        scanned = parser.scan(text)
     except pglast.parser.ParseError as exc:
         raise ParameterError("syntax_error", f"the statement does not parse: {exc}", sqlstate="42601") from None
     visitor = _Params()
@@ -66,12 +84,37 @@ def bind_parameters(text: str, params: Sequence[Any] | None) -> str:
     if len(params) > max(numbers):
         raise ParameterError("parameters_extra", f"{len(params)} params given, the statement uses "
                              f"${max(numbers)} at most")
-    data = text.encode()  # pglast locations are byte offsets
-    out, last = [], 0
-    for location, number in sorted(visitor.found):
-        end = location + 1 + len(str(number))
-        out.append(data[last:location])
-        out.append(_literal(params[number - 1]).encode())
-        last = end
-    out.append(data[last:])
-    return b"".join(out).decode()
+    params_at = {location for location, _ in visitor.found}
+    placeholders = [t for t in scanned if t.name == "PARAM"]
+    if {t.start for t in placeholders} != params_at:
+        raise ParameterError("parameters_unclear", "the statement's $n placeholders could not be told apart "
+                             "from the rest of its text; write each as $1, $2 … on its own")
+    out: list[str] = []
+    expected: list[str] = []
+    last = 0
+    for token in scanned:
+        if token.name != "PARAM":
+            expected.append(token.name)
+            continue
+        written = text[token.start:token.end + 1]
+        match = _PLACEHOLDER.fullmatch(written)
+        follows = text[token.end + 1:token.end + 2]
+        if match is None or (follows and _NAME_CHAR.match(follows)):
+            raise ParameterError("parameters_unclear", f"placeholder {written}{follows!s} runs into the text "
+                                 "after it; put a space or an operator after $n")
+        literal = _literal(params[int(match.group(1)) - 1])
+        out.append(text[last:token.start])
+        out.append(literal)
+        expected.extend(_tokens(literal))
+        last = token.end + 1
+    out.append(text[last:])
+    bound = "".join(out)
+    try:
+        reread = _tokens(bound)
+    except pglast.parser.ParseError:
+        reread = []
+    if reread != expected:
+        raise ParameterError("parameters_change_statement", "with these params spliced in, the statement would "
+                             "not read as written (a value would run into the text around its placeholder); "
+                             "put spaces around $n or pass the value differently")
+    return bound
