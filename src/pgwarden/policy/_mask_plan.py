@@ -37,13 +37,16 @@ _READ = Access.READ  # (an enum member read from its class goes through a descri
 class MaskSet:
     """The masks that apply to one principal, with lookups memoised (they repeat on every statement)."""
 
-    __slots__ = ("_found", "_parts", "_tables", "masks", "reach")
+    __slots__ = ("_found", "_parts", "_tables", "masks", "reach", "writes")
 
     def __init__(self, masks: tuple[ColumnMask, ...]) -> None:
         self.masks = masks
         self._parts = [tuple(m.column.split(".")) for m in masks]
         self._found: dict[ColumnId, ColumnMask | None] = {}
         self._tables: dict[tuple[str, str], bool] = {}
+        # (catalog version, schema, table[, columns, update]) → what a write there means: whether its errors
+        # are scrubbed, and its existence probes (pure functions of the catalog snapshot and these masks)
+        self.writes: dict[tuple, object] = {}
         # (catalog version, schema, table) → whether a mask may cover the table or a descendant of it
         self.reach: dict[tuple[str, str, str], bool] = {}
 
@@ -188,13 +191,19 @@ class MaskPlanning:
         if not st.written and StatementClass.WRITE not in st.classes:
             return False
         catalog = self.catalog
+        memo = self.mask_set.writes
         for r in st.relations:
             if r.access not in WRITE_ACCESSES:
                 continue
-            if self._masked_table(r.schema, r.name):
-                return True
-            rel = catalog.resolve_relation(r.schema, r.name)
-            if rel is None or rel.kind in ("v", "m") or rel.texts & _MAY_WRITE_ELSEWHERE:
+            key = (catalog.version, r.schema, r.name)
+            hit = memo.get(key)
+            if hit is None:
+                rel = catalog.resolve_relation(r.schema, r.name)
+                hit = (self._masked_table(r.schema, r.name) or rel is None or rel.kind in ("v", "m")
+                       or bool(rel.texts & _MAY_WRITE_ELSEWHERE))
+                if len(memo) < 100_000:
+                    memo[key] = hit
+            if hit:
                 return True
         return False
 
@@ -209,13 +218,21 @@ class MaskPlanning:
             return
         catalog = self.catalog
         found: list[str] = []
+        memo = self.mask_set.writes
         for written_schema, written_table, columns, update in st.written:
-            rel = catalog.resolve_relation(written_schema, written_table)
-            if rel is None:
-                continue
-            targets = self._view_bases(rel, columns) if rel.kind == "v" and rel.view_sql else [(rel, columns)]
-            for target, cols in targets:
-                found.extend(self._probes_of(target, cols, update))
+            key = (catalog.version, written_schema, written_table, columns, update)
+            probes = memo.get(key)
+            if probes is None:
+                rel = catalog.resolve_relation(written_schema, written_table)
+                probes = []
+                if rel is not None:
+                    targets = (self._view_bases(rel, columns) if rel.kind == "v" and rel.view_sql
+                               else [(rel, columns)])
+                    for target, cols in targets:
+                        probes.extend(self._probes_of(target, cols, update))
+                if len(memo) < 100_000:
+                    memo[key] = probes
+            found.extend(probes)  # type: ignore[arg-type]
         if found:
             self.deny("masked_existence_probe", f"this write assigns {', '.join(dict.fromkeys(found))}: whether it "
                       "fails would tell whether a matching value is stored in a masked column; leave the column "
