@@ -19,7 +19,7 @@ import yaml
 
 from support.cases import load_public_cases
 from support.mcp_stdio import query_outcomes
-from support.wire import Keys, RunningProxy, config_data
+from support.wire import Keys, RunningProxy, config_data, outcome
 
 SETUP = """
 CREATE TABLE public.pr_users (id int PRIMARY KEY, email text UNIQUE, note text);
@@ -67,20 +67,11 @@ def doors(make_db_module, tmp_path_factory):
         proxy.close()
 
 
-def _wire(proxy: RunningProxy, token: str, sql: str) -> str:
-    with psycopg.connect(proxy.dsn(token, user="wren"), autocommit=True) as conn:
-        try:
-            conn.execute(sql.encode())
-        except psycopg.Error as exc:
-            return exc.diag.sqlstate or "?"
-        return "ok"
-
-
 def test_a_write_that_probes_a_masked_value_is_refused_through_both_doors(doors) -> None:
     proxy, config, keys, dsn = doors
     token = keys.token("wren", ("writers",))
     texts = [t for t, _ in CASES]
-    wire = [_wire(proxy, token, t) for t in texts]
+    wire = [outcome(proxy, token, t, user="wren") for t in texts]
     with psycopg.connect(dsn, autocommit=True) as conn:  # the two allowed writes, again for the MCP door
         conn.execute("DELETE FROM pr_refs")
     mcp = query_outcomes(config, token, texts, mask_key=MASK_KEY, tool="execute")

@@ -19,7 +19,7 @@ import yaml
 
 from support.cases import load_public_cases
 from support.mcp_stdio import query_outcomes
-from support.wire import Keys, RunningProxy, config_data
+from support.wire import Keys, RunningProxy, config_data, outcome
 
 SETUP = """
 CREATE TABLE public.uc_ledger (id int PRIMARY KEY, note text);
@@ -66,15 +66,6 @@ def _ledger(dsn: str) -> int:
         return conn.execute("SELECT count(*) FROM public.uc_ledger").fetchone()[0]
 
 
-def _wire(proxy: RunningProxy, token: str, sql: str) -> str:
-    with psycopg.connect(proxy.dsn(token, user="dana"), autocommit=True) as conn:
-        try:
-            conn.execute(sql.encode())
-        except psycopg.Error as exc:
-            return exc.diag.sqlstate or "?"
-        return "ok"
-
-
 def test_a_read_calling_user_code_is_run_read_only_or_refused_through_both_doors(doors) -> None:
     proxy, config, keys, dsn = doors
     token = keys.token("dana", ("dba",))
@@ -82,7 +73,7 @@ def test_a_read_calling_user_code_is_run_read_only_or_refused_through_both_doors
     via_mcp = query_outcomes(config, token, texts, mask_key=MASK_KEY)
     assert _ledger(dsn) == 3
     for (sql, expected), mcp in zip(CASES, via_mcp, strict=True):
-        wire = _wire(proxy, token, sql)
+        wire = outcome(proxy, token, sql, user="dana")
         assert (wire, mcp) == (expected, expected), sql
         assert _ledger(dsn) == 3, sql
 

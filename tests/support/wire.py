@@ -223,3 +223,15 @@ def frame_codes(frames) -> list[str]:
 def frame_ready(frames) -> list[bytes]:
     """The status byte of each ReadyForQuery."""
     return [bytes(b) for k, b in frames if k == ord("Z")]
+
+
+def outcome(proxy: RunningProxy, token: str, sql: str, *, user: str) -> str:
+    """``sql`` through the proxy as ``user`` (psycopg, autocommit): ``"ok"``, or the error's SQLSTATE."""
+    import psycopg
+
+    with psycopg.connect(proxy.dsn(token, user=user), autocommit=True) as conn:
+        try:
+            conn.execute(sql.encode())
+        except psycopg.Error as exc:
+            return exc.diag.sqlstate or "?"
+        return "ok"
