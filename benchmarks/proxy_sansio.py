@@ -102,22 +102,30 @@ async def _measure(config: Path, dsn: str) -> None:
                  for _ in range(PER_ROUND)]
         same = [_query("SELECT abalance FROM pgbench_accounts WHERE aid = 4242;")]
 
-        def proxied(data: bytes) -> None:
-            conn.client_data(data)
-            conn.to_upstream.clear()
-            conn.upstream_data(reply)
-            conn.to_client.clear()
+        def through_proxy(answer: bytes):
+            """One exchange through ProxyConnection: the client's bytes in, ``answer`` as the server's."""
+            def step(data: bytes) -> None:
+                conn.client_data(data)
+                conn.to_upstream.clear()
+                conn.upstream_data(answer)
+                conn.to_client.clear()
+            return step
 
         frames = FrameReader(1 << 26)
         buf = bytearray()
 
-        def headers_only(data: bytes) -> None:
-            frames.feed(data)
-            while frames.next_frame() is not None:
-                pass
-            buf.extend(reply)
-            _spans, consumed = scan(buf)
-            del buf[:consumed]
+        def headers_of(answer: bytes):
+            """The baseline for the same exchange: only message headers read, on both sides."""
+            def step(data: bytes) -> None:
+                frames.feed(data)
+                while frames.next_frame() is not None:
+                    pass
+                buf.extend(answer)
+                _spans, consumed = scan(buf)
+                del buf[:consumed]
+            return step
+
+        proxied, headers_only = through_proxy(reply), headers_of(reply)
 
         for text in fresh[:500]:
             proxied(text)  # warm the caches the way a running proxy has them
@@ -141,19 +149,7 @@ async def _measure(config: Path, dsn: str) -> None:
 
         executions = [bound(str(rng.randint(1, 100000)).encode()) for _ in range(PER_ROUND)]
 
-        def prepared(data: bytes) -> None:
-            conn.client_data(data)
-            conn.to_upstream.clear()
-            conn.upstream_data(row_reply)
-            conn.to_client.clear()
-
-        def prepared_headers(data: bytes) -> None:
-            frames.feed(data)
-            while frames.next_frame() is not None:
-                pass
-            buf.extend(row_reply)
-            _spans, consumed = scan(buf)
-            del buf[:consumed]
+        prepared, prepared_headers = through_proxy(row_reply), headers_of(row_reply)
 
         for data in executions[:500]:
             prepared(data)
