@@ -281,8 +281,7 @@ class Relay:
             return
         if self._done.done():
             return
-        if self._client_eof and not conn.busy:
-            self._finish("client_gone")  # every reply of what the half-closed client sent is out
+        self._end_if_answered()
 
     def _flush(self) -> None:
         conn = self.conn
@@ -323,6 +322,16 @@ class Relay:
             self._settle()
         except BaseException as exc:
             self._fail(exc, _CLIENT)
+            return
+        self._end_if_answered()
+
+    def _end_if_answered(self) -> None:
+        """A half-closed client's session ends once every reply of what it sent is out: nothing outstanding
+        upstream, and nothing of its own still kept — behind a cut statement whose cancel is not confirmed
+        yet, or in the backlog (the cut's ReadyForQuery may come before the cancel's confirmation)."""
+        if (self._client_eof and not self._done.done() and not self.conn.busy and not self.conn.cutting
+                and not self._backlog and self._holding is None):
+            self._finish("client_gone")
 
     # ---- approvals --------------------------------------------------------------------------------
 
